@@ -1,0 +1,117 @@
+"""Build the Tornado application for a node, and run a node until SIGTERM/SIGINT drains it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Callable
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from .errors import ConfigError, PullyError
+from .handlers.base import JsonHandler
+from .handlers.health import HealthHandler
+from .handlers.publish import PublishHandler
+from .handlers.websocket import WebSocketHandler
+from .node import Node
+from .settings import Settings
+
+logger = logging.getLogger("pully")
+
+
+class NotFoundHandler(JsonHandler):
+    def prepare(self) -> None:
+        raise tornado.web.HTTPError(404, reason=f"no route for {self.request.path}")
+
+
+def make_app(node: Node) -> tornado.web.Application:
+    """The routes of DESIGN.md, all bound to ``node``."""
+    s = node.settings
+    args = {"node": node}
+    return tornado.web.Application(
+        [
+            (r"/ws", WebSocketHandler, args),
+            (r"/publish", PublishHandler, args),
+            (r"/healthz", HealthHandler, args),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=args,
+        websocket_ping_interval=s.ping_interval or None,
+        websocket_ping_timeout=s.ping_timeout or None,
+        websocket_max_message_size=s.max_frame_bytes,
+    )
+
+
+def make_server(node: Node) -> tornado.httpserver.HTTPServer:
+    return tornado.httpserver.HTTPServer(
+        make_app(node), max_body_size=node.settings.max_frame_bytes, xheaders=False
+    )
+
+
+async def run(settings: Settings, on_ready: Callable[[int], None] | None = None) -> None:
+    """Serve until SIGTERM or SIGINT, then drain: every client gets ``reconnect`` and close 1012,
+    the node waits up to ``drain_timeout`` for them, closes the broker and returns."""
+    try:
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host, backlog=4096)
+    except OSError as exc:
+        raise ConfigError(
+            "--port / PULLY_PORT",
+            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+        ) from None
+    node = Node(settings)
+    await node.start()
+    server = make_server(node)
+    server.add_sockets(sockets)
+    port = sockets[0].getsockname()[1]
+    logger.info(
+        "pully node %s serving on %s:%d: mode=%s broker=%s pid=%d",
+        node.id,
+        settings.host,
+        port,
+        settings.mode,
+        node.broker.kind if not settings.redis_url else _redacted(settings.redis_url),
+        os.getpid(),
+    )
+    if settings.admin_token is None:
+        logger.warning("PULLY_ADMIN_TOKEN is unset: admin routes answer loopback callers only")
+    if on_ready is not None:
+        on_ready(port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+        logger.info(
+            "draining %d connections (up to %gs)", len(node.connections), settings.drain_timeout
+        )
+        server.stop()
+        await node.drain(settings.drain_timeout)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5.0):
+                await server.close_all_connections()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+        await node.close()
+    logger.info("pully node %s stopped", node.id)
+
+
+def _redacted(url: str) -> str:
+    """The Redis URL without its password, for logs."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+__all__ = ["PullyError", "make_app", "make_server", "run"]

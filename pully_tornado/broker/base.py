@@ -1,0 +1,107 @@
+"""The broker interface: per-channel offsets, publishing and cross-node delivery.
+
+A broker assigns every publication the next offset of its channel (unique and gap-free across
+the cluster, within one *epoch*) and hands it, as the finished ``message`` frame payload, to the
+``on_publication`` callback of every node that subscribed to the channel. Implementations:
+``memory`` (one process, the default) and ``redis`` (a cluster of nodes on one Redis).
+"""
+
+from __future__ import annotations
+
+import abc
+import random
+import secrets
+from dataclasses import dataclass
+from typing import Any, ClassVar, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Where a channel's offset sequence stands: the latest offset and the sequence's epoch."""
+
+    offset: int
+    epoch: str
+
+
+class BrokerEvents(Protocol):
+    """What a broker calls back into (the :class:`~pully_tornado.node.Node`)."""
+
+    def on_publication(self, channel: str, payload: bytes) -> None:
+        """A publication for ``channel``; ``payload`` is the complete ``message`` frame JSON."""
+
+    def on_control(self, topic: str, payload: bytes) -> None:
+        """A node-to-node control message (e.g. ``relationships``), from any node."""
+
+    def on_broker_state(self, connected: bool) -> None:
+        """The broker lost or regained its backend; after a regain, state may have been missed."""
+
+
+class Broker(abc.ABC):
+    """Interface every broker implements. All methods raise only ``PullyError`` subclasses:
+    :class:`~pully_tornado.errors.Unavailable` when the backend cannot be reached (nothing was
+    published or subscribed then)."""
+
+    kind: ClassVar[str]
+
+    @abc.abstractmethod
+    async def start(self, events: BrokerEvents) -> None:
+        """Start delivering to ``events``. Does not fail when the backend is down: the broker
+        keeps retrying in the background and reports through ``on_broker_state``."""
+
+    @abc.abstractmethod
+    async def close(self) -> None:
+        """Stop background work and release connections. Idempotent."""
+
+    @property
+    @abc.abstractmethod
+    def connected(self) -> bool:
+        """True while the backend is reachable (always for the memory broker)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Broker state for ``/healthz``."""
+        return {"kind": self.kind, "state": "connected" if self.connected else "disconnected"}
+
+    @abc.abstractmethod
+    async def publish(self, channel: str, data: bytes) -> Position:
+        """Assign the next offset of ``channel`` and deliver ``data`` (JSON bytes) to every
+        subscribed node, atomically. Returns the publication's position."""
+
+    @abc.abstractmethod
+    async def position(self, channel: str) -> Position:
+        """The channel's latest position; creates the channel's epoch if it has none yet, so the
+        epoch a subscriber is told is the one its first message will carry."""
+
+    @abc.abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """Receive ``channel``'s publications on this node from now on. Returns once the
+        backend confirmed it: every publication after that reaches ``on_publication``."""
+
+    @abc.abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """Stop receiving ``channel`` on this node. Never raises for a backend outage."""
+
+    @abc.abstractmethod
+    async def publish_control(self, topic: str, payload: bytes) -> None:
+        """Send a control message to every node (this one included)."""
+
+
+def new_epoch() -> str:
+    """A fresh epoch id: it only has to differ from every earlier epoch of the channel."""
+    return secrets.token_hex(4)
+
+
+class Backoff:
+    """Capped exponential backoff with jitter (each delay uniform in [cap/2, cap])."""
+
+    def __init__(self, base: float = 0.1, cap: float = 2.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next(self) -> float:
+        ceiling = min(self.cap, self.base * (2**self.attempt))
+        self.attempt += 1
+        return random.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0

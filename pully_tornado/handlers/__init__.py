@@ -1,0 +1,1 @@
+"""Thin Tornado handlers: each translates WebSocket frames or HTTP requests into Node calls."""

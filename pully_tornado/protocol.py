@@ -1,0 +1,216 @@
+"""Wire protocol v1: decode client frames, encode server frames.
+
+One JSON object per WebSocket text frame (see ``docs/protocol.md``). Decoding checks every rule
+of the protocol and raises :class:`FrameRejected` carrying the wire error and the request ``id``
+(when one could be read), so the reply can echo it. Encoding uses orjson; a ``message`` frame is
+built once per node and the same bytes go to every local subscriber.
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from dataclasses import dataclass
+from typing import Any, Final
+
+import orjson
+
+from .errors import BadRequest, InvalidChannel, PullyError, TooLarge, UnknownType
+
+PROTOCOL_VERSION: Final = 1
+
+RequestId = str | int
+
+CHANNEL_PATTERN: Final = r"[A-Za-z0-9_\-:.@/=]{1,200}"
+_CHANNEL_RE: Final = re.compile(CHANNEL_PATTERN + r"\Z")
+MAX_ID_LENGTH: Final = 200
+
+# Close codes (RFC 6455 section 7.4 plus Pully's application range 4000-4999).
+CLOSE_DRAINING: Final = 1012  # service restart: reconnect (to another node)
+CLOSE_TOO_BIG: Final = 1009  # frame past PULLY_MAX_FRAME_BYTES (sent by Tornado)
+CLOSE_SLOW_CONSUMER: Final = 4008  # outgoing buffer full: the client stopped reading
+
+COMMANDS: Final = frozenset({"subscribe", "unsubscribe", "publish", "ping"})
+
+
+class FrameRejected(Exception):
+    """A client frame broke the protocol; ``error`` is what to answer, ``id`` the id to echo."""
+
+    def __init__(self, error: PullyError, request_id: RequestId | None = None) -> None:
+        super().__init__(error.message)
+        self.error = error
+        self.id = request_id
+
+
+@dataclass(frozen=True, slots=True)
+class Since:
+    """A recovery position: the last offset the client saw in the epoch it saw it in."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A decoded, valid client frame."""
+
+    type: str
+    id: RequestId | None = None
+    channel: str = ""
+    data: bytes = b""  # publish: the JSON-encoded payload, ready for the broker
+    since: Since | None = None
+    limit: int | None = None
+
+
+def is_valid_channel(name: object) -> bool:
+    return isinstance(name, str) and _CHANNEL_RE.match(name) is not None
+
+
+def check_channel(name: object, field: str = "channel") -> str:
+    """Return ``name`` if it is a valid channel name, else raise the wire error for it."""
+    if not isinstance(name, str):
+        raise BadRequest(f"field '{field}' is required and must be a string")
+    if _CHANNEL_RE.match(name) is None:
+        raise InvalidChannel(
+            f"channel name {name[:60]!r} is invalid: use 1-200 chars of A-Z a-z 0-9 _ - : . @ / ="
+        )
+    return name
+
+
+def encode_data(data: Any) -> bytes:
+    """JSON-encode a publish payload once; raise :class:`BadRequest` if orjson cannot."""
+    try:
+        return orjson.dumps(data)
+    except orjson.JSONEncodeError as exc:
+        raise BadRequest(f"field 'data' cannot be encoded: {exc}") from None
+
+
+def _request_id(frame: dict[str, Any]) -> RequestId | None:
+    rid = frame.get("id")
+    if rid is None:
+        return None
+    if isinstance(rid, bool) or not isinstance(rid, str | int):
+        raise FrameRejected(BadRequest("field 'id' must be a string or an integer"))
+    if isinstance(rid, str) and len(rid) > MAX_ID_LENGTH:
+        raise FrameRejected(BadRequest(f"field 'id' must be at most {MAX_ID_LENGTH} chars"))
+    return rid
+
+
+def _nonneg_int(frame: dict[str, Any], field: str, where: str = "") -> int:
+    value = frame.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise BadRequest(f"field '{where}{field}' must be a non-negative integer")
+    return value
+
+
+def _since(raw: object) -> Since:
+    if not isinstance(raw, dict):
+        raise BadRequest('field \'since\' must be an object {"offset": N, "epoch": E}')
+    offset = _nonneg_int(raw, "offset", "since.")
+    epoch = raw.get("epoch")
+    if not isinstance(epoch, str):
+        raise BadRequest("field 'since.epoch' must be a string")
+    return Since(offset, epoch)
+
+
+def _too_large(size: int, limit: int) -> TooLarge:
+    return TooLarge(f"frame is {size} bytes; the limit is {limit} (PULLY_MAX_MESSAGE_BYTES)")
+
+
+def decode(raw: str | bytes, max_bytes: int) -> Command:
+    """Decode and validate one client frame.
+
+    Raises :class:`FrameRejected` for any frame protocol v1 does not allow: ``too_large`` past
+    ``max_bytes``, ``bad_request`` for bad JSON or fields, ``unknown_type``, ``invalid_channel``.
+    """
+    size = len(raw)
+    if isinstance(raw, str) and size * 4 > max_bytes:
+        size = len(raw.encode("utf-8", "surrogatepass"))
+    try:
+        frame = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if size > max_bytes:
+            raise FrameRejected(_too_large(size, max_bytes)) from None
+        raise FrameRejected(BadRequest(f"frame is not valid JSON: {exc}")) from None
+    if not isinstance(frame, dict):
+        raise FrameRejected(BadRequest("frame must be a JSON object"))
+    rid = _request_id(frame)
+    if size > max_bytes:
+        raise FrameRejected(_too_large(size, max_bytes), rid)
+    kind = frame.get("type")
+    try:
+        if not isinstance(kind, str):
+            raise BadRequest("field 'type' is required and must be a string")
+        if kind not in COMMANDS:
+            raise UnknownType(f"unknown frame type {kind[:40]!r}")
+        if kind == "ping":
+            return Command(kind, rid)
+        channel = check_channel(frame.get("channel"))
+        if kind == "publish":
+            if "data" not in frame:
+                raise BadRequest("field 'data' is required in publish (null is allowed)")
+            return Command(kind, rid, channel, data=encode_data(frame["data"]))
+        if kind == "subscribe" and frame.get("since") is not None:
+            return Command(kind, rid, channel, since=_since(frame["since"]))
+        if kind == "history" and frame.get("limit") is not None:
+            return Command(kind, rid, channel, limit=_nonneg_int(frame, "limit"))
+        return Command(kind, rid, channel)
+    except PullyError as exc:
+        raise FrameRejected(exc, rid) from None
+
+
+# -- server frames -------------------------------------------------------------------------------
+
+
+def reply(kind: str, request_id: RequestId | None, **fields: Any) -> bytes:
+    """Encode a reply frame; ``id`` is echoed when the request carried one."""
+    frame: dict[str, Any] = {"type": kind}
+    if request_id is not None:
+        frame["id"] = request_id
+    frame.update(fields)
+    return orjson.dumps(frame)
+
+
+def error(request_id: RequestId | None, err: PullyError) -> bytes:
+    return reply("error", request_id, code=err.code, message=err.message)
+
+
+def welcome(client_id: str, node_id: str) -> bytes:
+    return orjson.dumps(
+        {"type": "welcome", "client": client_id, "node": node_id, "protocol": PROTOCOL_VERSION}
+    )
+
+
+def reconnect(reason: str) -> bytes:
+    return orjson.dumps({"type": "reconnect", "reason": reason})
+
+
+def message_head(channel: str, data: bytes) -> bytes:
+    """The part of a ``message`` frame before the offset: built once per publish."""
+    return (
+        b'{"type":"message","channel":' + orjson.dumps(channel) + b',"data":' + data + b',"offset":'
+    )
+
+
+def message(channel: str, data: bytes, offset: int, epoch: str) -> bytes:
+    """A complete ``message`` frame payload (brokers build the same bytes, Redis in Lua)."""
+    return message_head(channel, data) + message_tail(offset, epoch)
+
+
+def message_tail(offset: int, epoch: str) -> bytes:
+    return b"%d" % offset + b',"epoch":"' + epoch.encode() + b'"}'
+
+
+_HEAD_SHORT: Final = struct.Struct("!BB")
+_HEAD_MEDIUM: Final = struct.Struct("!BBH")
+_HEAD_LONG: Final = struct.Struct("!BBQ")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """RFC 6455 unmasked, unfragmented text frame around ``payload`` (server to client)."""
+    n = len(payload)
+    if n < 126:
+        return _HEAD_SHORT.pack(0x81, n) + payload
+    if n <= 0xFFFF:
+        return _HEAD_MEDIUM.pack(0x81, 126, n) + payload
+    return _HEAD_LONG.pack(0x81, 127, n) + payload

@@ -1,0 +1,359 @@
+"""Node configuration: one frozen object, parsed once from the environment and `pully serve` flags.
+
+Every setting has an environment variable (``PULLY_*``) and a flag of the same name
+(``--max-message-bytes`` for ``PULLY_MAX_MESSAGE_BYTES``); a flag wins over the variable.
+A bad value raises :class:`~pully_tornado.errors.ConfigError` naming the variable, which the
+CLI prints as one line before exiting with status 2.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * 1024
+
+
+def _int(lo: int, hi: int | None = None) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip().replace("_", ""))
+        except ValueError:
+            raise ValueError("must be an integer") from None
+        if value < lo or (hi is not None and value > hi):
+            bound = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+            raise ValueError(f"must be {bound}")
+        return value
+
+    return parse
+
+
+def _float(lo: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError("must be a number") from None
+        if not value >= lo:  # also rejects NaN
+            raise ValueError(f"must be a number >= {lo:g}")
+        return value
+
+    return parse
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _optional(raw: str) -> str | None:
+    return raw or None
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return raw
+
+    return parse
+
+
+def _redis_url(raw: str) -> str | None:
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+    return raw
+
+
+def _store(raw: str) -> str:
+    scheme = urlsplit(raw).scheme
+    if scheme not in ("file", "s3"):
+        raise ValueError("must be file://PATH or s3://BUCKET/KEY")
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+def _bool(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("must be true or false")
+
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.:@=-]{1,64}$")
+
+
+def _node_id(raw: str) -> str:
+    if raw and not _NODE_ID.match(raw):
+        raise ValueError("must be 1-64 chars of A-Z a-z 0-9 _ . : @ = -")
+    return raw
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: its field on :class:`Settings`, its variable, parser, default and meaning."""
+
+    field: str
+    env: str
+    parse: Callable[[str], Any]
+    default: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.env.removeprefix("PULLY_").lower().replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "PULLY_HOST", _str, "0.0.0.0", "Address to listen on."),
+    Option("port", "PULLY_PORT", _int(0, 65535), "8080", "Port to listen on (0: any free port)."),
+    Option(
+        "redis_url",
+        "PULLY_REDIS_URL",
+        _redis_url,
+        "",
+        "Redis URL for cluster mode; unset runs the in-process broker (embedded mode).",
+    ),
+    Option(
+        "store",
+        "PULLY_STORE",
+        _store,
+        "file://./relationships.json",
+        "Where relationships.json lives: file://PATH or s3://BUCKET/KEY.",
+    ),
+    Option(
+        "functions_dir",
+        "PULLY_FUNCTIONS_DIR",
+        _str,
+        "./functions",
+        "Folder of local functions (functions/NAME/handler.py).",
+    ),
+    Option(
+        "functions_runtime",
+        "PULLY_FUNCTIONS_RUNTIME",
+        _choice("local", "lambda"),
+        "local",
+        "Runtime of functions the relationships document does not configure.",
+    ),
+    Option(
+        "admin_token",
+        "PULLY_ADMIN_TOKEN",
+        _optional,
+        "",
+        "Bearer token for admin routes; unset: admin routes answer loopback callers only.",
+    ),
+    Option(
+        "jwt_secret",
+        "PULLY_JWT_SECRET",
+        _optional,
+        "",
+        "HS256 secret for client JWTs; unset: development mode, no client auth.",
+    ),
+    Option(
+        "max_message_bytes",
+        "PULLY_MAX_MESSAGE_BYTES",
+        _int(64),
+        str(64 * KIB),
+        "Largest client frame accepted; larger ones get a too_large error.",
+    ),
+    Option(
+        "max_frame_bytes",
+        "PULLY_MAX_FRAME_BYTES",
+        _int(1 * KIB),
+        str(1 * MIB),
+        "Hard cap on a WebSocket frame: past it the connection is closed with 1009.",
+    ),
+    Option(
+        "history_size",
+        "PULLY_HISTORY_SIZE",
+        _int(0),
+        "100",
+        "Messages kept per channel for recovery and the history command.",
+    ),
+    Option(
+        "history_ttl",
+        "PULLY_HISTORY_TTL",
+        _float(0),
+        "300",
+        "Seconds a channel's history is kept after its last publish.",
+    ),
+    Option(
+        "meta_ttl",
+        "PULLY_META_TTL",
+        _float(0),
+        "86400",
+        "Seconds an idle channel keeps its offset and epoch (0: forever).",
+    ),
+    Option(
+        "ping_interval",
+        "PULLY_PING_INTERVAL",
+        _float(0),
+        "25",
+        "Seconds between WebSocket pings to each client (0: off).",
+    ),
+    Option(
+        "ping_timeout",
+        "PULLY_PING_TIMEOUT",
+        _float(0),
+        "20",
+        "Seconds without a pong before a client is dropped (at most PULLY_PING_INTERVAL).",
+    ),
+    Option(
+        "drain_timeout",
+        "PULLY_DRAIN_TIMEOUT",
+        _float(0),
+        "10",
+        "Seconds a SIGTERM/SIGINT drain waits for clients to leave before exiting.",
+    ),
+    Option(
+        "max_buffer_bytes",
+        "PULLY_MAX_BUFFER_BYTES",
+        _int(64 * KIB),
+        str(4 * MIB),
+        "Outgoing bytes buffered for one client before it is dropped as a slow consumer.",
+    ),
+    Option(
+        "node_id",
+        "PULLY_NODE_ID",
+        _node_id,
+        "",
+        "This node's id (default: hostname plus a random suffix).",
+    ),
+    Option(
+        "log_level",
+        "PULLY_LOG_LEVEL",
+        _choice("debug", "info", "warning", "error"),
+        "info",
+        "Log level.",
+    ),
+    Option("aws_region", "AWS_REGION", _str, "us-east-1", "AWS region for S3 and Lambda."),
+    Option(
+        "aws_endpoint_url",
+        "PULLY_AWS_ENDPOINT_URL",
+        _optional,
+        "",
+        "Endpoint for every AWS call (an S3/Lambda-compatible test server).",
+    ),
+    Option("s3_bucket", "PULLY_S3_BUCKET", _optional, "", "Bucket for function code."),
+    Option("lambda_role", "PULLY_LAMBDA_ROLE", _optional, "", "Lambda execution role ARN."),
+    Option("lambda_prefix", "PULLY_LAMBDA_PREFIX", _str, "pully-", "Lambda name prefix."),
+    Option("stack", "PULLY_STACK", _str, "pully", "Name prefix of deployed AWS resources."),
+    Option(
+        "allowed_origins",
+        "PULLY_ALLOWED_ORIGINS",
+        _origins,
+        "",
+        "Comma-separated browser origins allowed to connect ('*' for any); "
+        "unset: same-origin pages and non-browser clients only.",
+    ),
+    Option("uvloop", "PULLY_UVLOOP", _bool, "false", "Run on uvloop when it is installed."),
+)
+
+_BY_FIELD = {o.field: o for o in OPTIONS}
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a node needs to know, checked once at start. Build it with :meth:`load`."""
+
+    host: str = "0.0.0.0"
+    port: int = 8080
+    redis_url: str | None = None
+    store: str = "file://./relationships.json"
+    functions_dir: str = "./functions"
+    functions_runtime: str = "local"
+    admin_token: str | None = None
+    jwt_secret: str | None = None
+    max_message_bytes: int = 64 * KIB
+    max_frame_bytes: int = 1 * MIB
+    history_size: int = 100
+    history_ttl: float = 300.0
+    meta_ttl: float = 86400.0
+    ping_interval: float = 25.0
+    ping_timeout: float = 20.0
+    drain_timeout: float = 10.0
+    max_buffer_bytes: int = 4 * MIB
+    node_id: str = ""
+    log_level: str = "info"
+    aws_region: str = "us-east-1"
+    aws_endpoint_url: str | None = None
+    s3_bucket: str | None = None
+    lambda_role: str | None = None
+    lambda_prefix: str = "pully-"
+    stack: str = "pully"
+    allowed_origins: tuple[str, ...] = ()
+    uvloop: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.node_id:
+            host = re.sub(r"[^A-Za-z0-9_.-]", "-", socket.gethostname())[:40] or "node"
+            object.__setattr__(self, "node_id", f"{host}-{secrets.token_hex(3)}")
+        if self.ping_interval and self.ping_timeout > self.ping_interval:
+            raise ConfigError(
+                "PULLY_PING_TIMEOUT",
+                f"must be at most PULLY_PING_INTERVAL ({self.ping_interval:g})",
+            )
+        if self.max_frame_bytes < self.max_message_bytes:
+            raise ConfigError(
+                "PULLY_MAX_FRAME_BYTES",
+                f"must be at least PULLY_MAX_MESSAGE_BYTES ({self.max_message_bytes})",
+            )
+
+    @property
+    def mode(self) -> str:
+        """``embedded`` (in-process broker) or ``cluster`` (Redis)."""
+        return "cluster" if self.redis_url else "embedded"
+
+    @classmethod
+    def load(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, str | None] | None = None,
+    ) -> Settings:
+        """Parse settings from ``environ`` (default ``os.environ``) and flag ``overrides``.
+
+        ``overrides`` maps field names to raw strings as typed on the command line; ``None``
+        means the flag was not given. Raises :class:`ConfigError` naming the first bad variable.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for opt in OPTIONS:
+            given = (overrides or {}).get(opt.field)
+            source = f"{opt.flag} / {opt.env}" if given is not None else opt.env
+            raw = given if given is not None else env.get(opt.env, opt.default)
+            try:
+                values[opt.field] = opt.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(source, f"{raw!r} {exc}") from None
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied (values already typed)."""
+        return dataclasses.replace(self, **changes)
+
+
+def option(field: str) -> Option:
+    return _BY_FIELD[field]

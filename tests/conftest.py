@@ -1,0 +1,170 @@
+"""Fixtures: real redis-server processes, real nodes on free ports, WebSocket test clients.
+
+``engine`` parametrizes a test over both brokers: ``memory`` (embedded) and ``redis`` (a real
+redis-server started for the session). pytest-tornado's ``http_server`` serves the ``app`` fixture
+on ``http_port``; every WebSocket test requests it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tornado.httpserver
+import tornado.ioloop
+import tornado.netutil
+import tornado.web
+
+from pully_tornado.app import make_app, make_server
+from pully_tornado.node import Node
+from pully_tornado.settings import Settings
+
+from .support import PullyProcess, RedisServer, WSClient
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server for the whole session (tests use their own channel names)."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, to kill and restart."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def engine(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def make_settings(**overrides: Any) -> Settings:
+    base: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": 0,
+        "node_id": "test-node",
+        "ping_interval": 0.0,
+        "ping_timeout": 0.0,
+    }
+    base.update(overrides)
+    return Settings(**base)
+
+
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    """Override in a test module to change the node's settings."""
+    return {}
+
+
+@pytest.fixture
+def settings(
+    request: pytest.FixtureRequest, engine: str, settings_overrides: dict[str, Any]
+) -> Settings:
+    redis_url = request.getfixturevalue("redis_server").url if engine == "redis" else None
+    return make_settings(redis_url=redis_url, **settings_overrides)
+
+
+@pytest.fixture
+def node(io_loop: tornado.ioloop.IOLoop, settings: Settings) -> Iterator[Node]:
+    n = Node(settings)
+    io_loop.run_sync(n.start)
+    if settings.redis_url:
+        io_loop.run_sync(lambda: _until_connected(n))
+    yield n
+    io_loop.run_sync(n.close)
+
+
+async def _until_connected(node: Node) -> None:
+    from .support import eventually
+
+    await eventually(lambda: node.broker.connected, 10, "broker connection")
+
+
+@pytest.fixture
+def app(node: Node) -> tornado.web.Application:
+    return make_app(node)
+
+
+@pytest.fixture
+def ws_url(http_port: int) -> str:
+    return f"ws://127.0.0.1:{http_port}/ws"
+
+
+@pytest.fixture
+def base(http_port: int) -> str:
+    return f"http://127.0.0.1:{http_port}"
+
+
+@pytest.fixture
+def connect(
+    io_loop: tornado.ioloop.IOLoop, ws_url: str
+) -> Iterator[Callable[..., Awaitable[WSClient]]]:
+    """``await connect()`` opens a client on the test node (or ``connect(url)`` elsewhere)."""
+    clients: list[WSClient] = []
+
+    async def open_client(url: str | None = None, **kwargs: Any) -> WSClient:
+        client = await WSClient.connect(url or ws_url, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        client.close()
+
+
+class LocalCluster:
+    """Several in-process nodes, each with its own HTTP server, sharing one event loop."""
+
+    def __init__(self, io_loop: tornado.ioloop.IOLoop) -> None:
+        self.io_loop = io_loop
+        self.nodes: list[tuple[Node, tornado.httpserver.HTTPServer, int]] = []
+
+    async def add(self, **overrides: Any) -> tuple[Node, str]:
+        node = Node(make_settings(node_id=f"node{len(self.nodes)}", **overrides))
+        await node.start()
+        if node.settings.redis_url:
+            await _until_connected(node)
+        server = make_server(node)
+        [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+        server.add_sockets([sock])
+        port = sock.getsockname()[1]
+        self.nodes.append((node, server, port))
+        return node, f"ws://127.0.0.1:{port}/ws"
+
+    async def close(self) -> None:
+        for node, server, _ in self.nodes:
+            server.stop()
+            with contextlib.suppress(Exception):
+                await server.close_all_connections()
+            await node.close()
+
+
+@pytest.fixture
+def local_cluster(io_loop: tornado.ioloop.IOLoop) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(io_loop)
+    yield cluster
+    io_loop.run_sync(cluster.close)
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Callable[..., PullyProcess]]:
+    """``processes(redis_url=..., env=..., args=...)`` starts a real ``pully serve``."""
+    started: list[PullyProcess] = []
+
+    def start(**kwargs: Any) -> PullyProcess:
+        kwargs.setdefault("name", f"node{len(started)}")
+        proc = PullyProcess(tmp_path, **kwargs).start()
+        started.append(proc)
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
