@@ -25,6 +25,15 @@ from pully_tornado.settings import Settings
 from .support import PullyProcess, RedisServer, WSClient
 
 
+@pytest.fixture(autouse=True)
+def _close_test_clients(request: pytest.FixtureRequest) -> Iterator[None]:
+    if "io_loop" in request.fixturenames:
+        request.getfixturevalue("io_loop")  # so clients close before the loop does
+    yield
+    while WSClient.opened:
+        WSClient.opened.pop().close()
+
+
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     """One redis-server for the whole session (tests use their own channel names)."""
@@ -68,7 +77,11 @@ def settings_overrides() -> dict[str, Any]:
 def settings(
     request: pytest.FixtureRequest, engine: str, settings_overrides: dict[str, Any]
 ) -> Settings:
-    redis_url = request.getfixturevalue("redis_server").url if engine == "redis" else None
+    redis_url = None
+    if engine == "redis":
+        server = request.getfixturevalue("redis_server")
+        server.client().flushall()  # offsets start from scratch in every test
+        redis_url = server.url
     return make_settings(redis_url=redis_url, **settings_overrides)
 
 
@@ -108,16 +121,11 @@ def connect(
     io_loop: tornado.ioloop.IOLoop, ws_url: str
 ) -> Iterator[Callable[..., Awaitable[WSClient]]]:
     """``await connect()`` opens a client on the test node (or ``connect(url)`` elsewhere)."""
-    clients: list[WSClient] = []
 
     async def open_client(url: str | None = None, **kwargs: Any) -> WSClient:
-        client = await WSClient.connect(url or ws_url, **kwargs)
-        clients.append(client)
-        return client
+        return await WSClient.connect(url or ws_url, **kwargs)
 
     yield open_client
-    for client in clients:
-        client.close()
 
 
 class LocalCluster:
@@ -145,6 +153,13 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 await server.close_all_connections()
             await node.close()
+
+
+@pytest.fixture
+def cluster_redis(redis_server: RedisServer) -> RedisServer:
+    """The session redis-server, emptied for this test."""
+    redis_server.client().flushall()
+    return redis_server
 
 
 @pytest.fixture

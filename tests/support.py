@@ -57,7 +57,7 @@ async def eventually(predicate: Any, timeout: float = 10.0, what: str = "") -> A
 class RedisServer:
     """A real redis-server on a free port, without persistence; can be killed and restarted."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -66,14 +66,18 @@ class RedisServer:
         self.binary = binary
         self.port = port or free_port()
         self.workdir = workdir
+        self.password = password
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5)
+        return redis.Redis(
+            host="127.0.0.1", port=self.port, password=self.password, socket_timeout=5
+        )
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -92,6 +96,7 @@ class RedisServer:
                 str(self.workdir),
                 "--loglevel",
                 "warning",
+                *(["--requirepass", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -224,7 +229,10 @@ class Closed(Exception):
 class WSClient:
     """A protocol v1 test client over Tornado's WebSocket client."""
 
+    opened: list[WSClient] = []  # closed by the autouse fixture after every test
+
     def __init__(self, conn: tornado.websocket.WebSocketClientConnection) -> None:
+        WSClient.opened.append(self)
         self.conn = conn
         self.inbox: collections.deque[dict[str, Any]] = collections.deque()
         self.welcome: dict[str, Any] = {}
@@ -244,7 +252,8 @@ class WSClient:
         await self.conn.write_message(frame, binary=isinstance(frame, bytes))
 
     async def _read(self, timeout: float) -> dict[str, Any]:
-        raw = await asyncio.wait_for(self.conn.read_message(), timeout)
+        async with asyncio.timeout(timeout):
+            raw = await self.conn.read_message()
         if raw is None:
             raise Closed(self.conn.close_code, self.conn.close_reason)
         return dict(orjson.loads(raw))

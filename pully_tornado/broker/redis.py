@@ -195,6 +195,8 @@ class RedisBroker(Broker):
     # -- commands ----------------------------------------------------------------------------
 
     async def publish(self, channel: str, data: bytes) -> Position:
+        if self._link is None:  # our own subscribers could not receive it: do not ack
+            raise Unavailable("redis is unreachable, message not published")
         head = protocol.message_head(channel, data)
         try:
             offset, epoch = await self._publish_script(
@@ -206,13 +208,16 @@ class RedisBroker(Broker):
         return Position(int(offset), epoch.decode())
 
     async def position(self, channel: str) -> Position:
-        try:
-            offset, epoch = await self._position_script(
-                keys=[meta_key(channel)], args=[new_epoch(), self._meta_ttl]
-            )
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"redis is unreachable ({exc})") from None
-        return Position(int(offset), epoch.decode())
+        for attempt in (1, 2):  # idempotent, so one retry on a fresh connection is safe
+            try:
+                offset, epoch = await self._position_script(
+                    keys=[meta_key(channel)], args=[new_epoch(), self._meta_ttl]
+                )
+                return Position(int(offset), epoch.decode())
+            except (RedisError, OSError) as exc:
+                if attempt == 2 or self._link is None:
+                    raise Unavailable(f"redis is unreachable ({exc})") from None
+        raise AssertionError("unreachable")
 
     async def publish_control(self, topic: str, payload: bytes) -> None:
         try:
@@ -263,7 +268,7 @@ class RedisBroker(Broker):
         return link
 
     async def _run_forever(self) -> None:
-        backoff = Backoff(base=0.1, cap=2.0)
+        backoff = Backoff(base=0.05, cap=2.0)
         while True:
             try:
                 async with asyncio.timeout(5.0):
@@ -282,6 +287,10 @@ class RedisBroker(Broker):
             except Exception:
                 logger.exception("redis subscriber failed; reconnecting")
             self._drop_link(Unavailable("redis connection lost"))
+            # pooled command connections to the lost server are stale: drop them all now rather
+            # than fail one publish per connection once it is back
+            with contextlib.suppress(Exception):
+                await self._client.connection_pool.disconnect()
             await asyncio.sleep(backoff.next())
 
     async def _serve(self, link: _Link) -> None:

@@ -1,0 +1,155 @@
+"""Faults with real parts: Redis killed and restarted under traffic, Redis absent at start,
+SIGTERM/SIGINT drains of real `pully serve` processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from pully_tornado.node import Node
+
+from .conftest import LocalCluster
+from .support import PullyProcess, RedisServer, WSClient, eventually
+
+pytestmark = pytest.mark.slow
+
+
+class SteadyPublisher:
+    """Publishes to one channel every ``interval`` seconds and records each outcome."""
+
+    def __init__(self, client: WSClient, channel: str, interval: float = 0.02) -> None:
+        self.client, self.channel, self.interval = client, channel, interval
+        self.acks: list[dict[str, Any]] = []
+        self.errors: list[dict[str, Any]] = []
+        self.stopped = False
+        self.seq = 0
+
+    async def run(self) -> None:
+        while not self.stopped:
+            self.seq += 1
+            reply = await self.client.publish(self.channel, {"seq": self.seq})
+            (self.acks if reply["type"] == "ack" else self.errors).append(reply)
+            await asyncio.sleep(self.interval)
+
+
+@pytest.mark.gen_test(timeout=90)
+async def test_redis_killed_and_restarted_mid_traffic(
+    local_cluster: LocalCluster, fresh_redis: RedisServer
+) -> None:
+    node_a, url_a = await local_cluster.add(redis_url=fresh_redis.url)
+    node_b, url_b = await local_cluster.add(redis_url=fresh_redis.url)
+    sub = await WSClient.connect(url_b)
+    first = await sub.subscribe("steady")
+    received: list[dict[str, Any]] = []
+
+    async def collect() -> None:
+        while True:
+            received.extend(await sub.messages(1, timeout=60))
+
+    publisher = SteadyPublisher(await WSClient.connect(url_a), "steady")
+    tasks = [asyncio.ensure_future(collect()), asyncio.ensure_future(publisher.run())]
+    await eventually(lambda: len(publisher.acks) >= 20, 10, "acks before the outage")
+
+    fresh_redis.kill()
+    await eventually(lambda: len(publisher.errors) >= 10, 10, "publishes refused during the outage")
+    acks_during = len(publisher.acks)
+    assert not node_a.broker.connected and not node_b.broker.connected
+    assert node_a.health()["status"] == "unavailable"
+    assert {e["code"] for e in publisher.errors} == {"unavailable"}
+    # a new subscription cannot be confirmed now: it is refused, the connection stays usable
+    other = await WSClient.connect(url_b)
+    refused = await other.request({"type": "subscribe", "channel": "during-outage"})
+    assert (refused["type"], refused["code"]) == ("error", "unavailable")
+    assert (await other.request({"type": "ping"}))["type"] == "pong"
+    await asyncio.sleep(0.5)
+    assert len(publisher.acks) == acks_during, "no ack while Redis is down"
+
+    restarted_at = time.monotonic()
+    fresh_redis.start()
+    await eventually(lambda: node_a.broker.connected and node_b.broker.connected, 10, "reconnect")
+    recovery_s = time.monotonic() - restarted_at
+    both_up = len(publisher.acks)
+    await eventually(lambda: len(publisher.acks) >= both_up + 20, 10, "acks after the restart")
+    publisher.stopped = True
+    await asyncio.sleep(0.5)
+    tasks[1].cancel()
+
+    seen = [(m["epoch"], m["offset"]) for m in received]
+    assert len(seen) == len(set(seen)), "no duplicates"
+    acked_before = {(first["epoch"], a["offset"]) for a in publisher.acks[:acks_during]}
+    assert acked_before <= set(seen), "everything acked before the outage was delivered"
+    # Redis lost everything: the sequence restarted from 1 under a new epoch, and says so
+    new_epochs = {m["epoch"] for m in received} - {first["epoch"]}
+    assert len(new_epochs) == 1
+    [new_epoch] = new_epochs
+    assert min(a["offset"] for a in publisher.acks[acks_during:]) == 1
+    # once both nodes are back, every acked message is delivered
+    acked_after = {(new_epoch, a["offset"]) for a in publisher.acks[both_up:]}
+    assert acked_after <= set(seen)
+    assert recovery_s < 10
+    (await other.subscribe("after-outage"))  # subscriptions work again
+    tasks[0].cancel()
+    for c in (sub, other, publisher.client):
+        c.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_node_started_before_redis_serves_once_redis_appears(
+    local_cluster: LocalCluster, fresh_redis: RedisServer
+) -> None:
+    fresh_redis.kill()
+    node, url = await _add_unconnected(local_cluster, fresh_redis.url)
+    assert node.health()["status"] == "unavailable"
+    client = await WSClient.connect(url)
+    reply = await client.publish("early", 1)
+    assert (reply["type"], reply["code"]) == ("error", "unavailable")
+    fresh_redis.start()
+    await eventually(lambda: node.broker.connected, 10, "broker connected")
+    await client.subscribe("early")
+    assert (await client.publish("early", 2))["offset"] == 1
+    assert (await client.messages(1))[0]["data"] == 2
+    client.close()
+
+
+async def _add_unconnected(cluster: LocalCluster, redis_url: str) -> tuple[Node, str]:
+    """Like LocalCluster.add, without waiting for the broker (Redis is down)."""
+    import tornado.netutil
+
+    from pully_tornado.app import make_server
+
+    from .conftest import make_settings
+
+    node = Node(make_settings(node_id="early", redis_url=redis_url))
+    await node.start()
+    server = make_server(node)
+    [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")
+    server.add_sockets([sock])
+    cluster.nodes.append((node, server, sock.getsockname()[1]))
+    return node, f"ws://127.0.0.1:{sock.getsockname()[1]}/ws"
+
+
+@pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_drains_clients_with_reconnect_and_1012_then_exits_zero(
+    processes: Callable[..., PullyProcess], sig: int
+) -> None:
+    node = processes(args=("--drain-timeout", "5"))
+    clients = [await WSClient.connect(node.ws_url) for _ in range(3)]
+    await clients[0].subscribe("drain")
+    started = time.monotonic()
+    node.signal(sig)
+    for c in clients:
+        closed = await c.closed(timeout=10)
+        assert closed.code == 1012
+        assert closed.reason == "draining"
+        assert {"type": "reconnect", "reason": "draining"} in c.inbox
+    assert node.wait(timeout=15) == 0
+    assert time.monotonic() - started < 10
+    log = node.log()
+    assert "draining 3 connections" in log
+    assert "stopped" in log

@@ -1,0 +1,97 @@
+"""Settings: parsed once from environment and flags; a bad value names its variable."""
+
+from __future__ import annotations
+
+import pytest
+
+from pully_tornado.errors import ConfigError
+from pully_tornado.settings import OPTIONS, Settings
+
+
+def test_defaults_are_embedded_mode_on_8080() -> None:
+    s = Settings.load(environ={})
+    assert (s.port, s.host, s.redis_url, s.mode) == (8080, "0.0.0.0", None, "embedded")
+    assert s.max_message_bytes == 64 * 1024 and s.max_frame_bytes == 1024 * 1024
+    assert (s.history_size, s.history_ttl) == (100, 300.0)
+    assert s.store == "file://./relationships.json" and s.functions_dir == "./functions"
+    assert s.admin_token is None and s.jwt_secret is None
+    assert s.node_id  # generated: hostname plus a random suffix
+    assert Settings.load(environ={}).node_id != s.node_id
+
+
+def test_environment_is_read_and_flags_win() -> None:
+    env = {
+        "PULLY_PORT": "9001",
+        "PULLY_REDIS_URL": "redis://cache:6380/2",
+        "PULLY_ALLOWED_ORIGINS": "https://a.example, https://*.b.example/",
+        "PULLY_ADMIN_TOKEN": "t",
+        "PULLY_NODE_ID": "n-1",
+    }
+    s = Settings.load(environ=env)
+    assert (s.port, s.redis_url, s.mode, s.admin_token, s.node_id) == (
+        9001,
+        "redis://cache:6380/2",
+        "cluster",
+        "t",
+        "n-1",
+    )
+    assert s.allowed_origins == ("https://a.example", "https://*.b.example")
+    s = Settings.load(environ=env, overrides={"port": "9002", "redis_url": None})
+    assert s.port == 9002 and s.redis_url == "redis://cache:6380/2"  # None: flag not given
+
+
+def test_every_setting_is_a_field_with_a_variable_and_a_flag() -> None:
+    fields = set(Settings.__dataclass_fields__)
+    assert {o.field for o in OPTIONS} == fields
+    for o in OPTIONS:
+        assert o.env.startswith("PULLY_") or o.env == "AWS_REGION"
+        assert o.flag.startswith("--") and o.help
+        Settings.load(environ={o.env: o.default})  # every default parses
+
+
+@pytest.mark.parametrize(
+    ("env", "names", "says"),
+    [
+        ({"PULLY_PORT": "http"}, "PULLY_PORT", "integer"),
+        ({"PULLY_PORT": "70000"}, "PULLY_PORT", "between 0 and 65535"),
+        ({"PULLY_MAX_MESSAGE_BYTES": "12"}, "PULLY_MAX_MESSAGE_BYTES", "at least 64"),
+        ({"PULLY_HISTORY_TTL": "-1"}, "PULLY_HISTORY_TTL", ">= 0"),
+        ({"PULLY_HISTORY_TTL": "nan"}, "PULLY_HISTORY_TTL", ">= 0"),
+        ({"PULLY_REDIS_URL": "http://x"}, "PULLY_REDIS_URL", "redis://"),
+        ({"PULLY_REDIS_URL": "redis://"}, "PULLY_REDIS_URL", "host"),
+        ({"PULLY_REDIS_URL": "redis://h:99999"}, "PULLY_REDIS_URL", "port"),
+        ({"PULLY_STORE": "ftp://x"}, "PULLY_STORE", "s3://"),
+        ({"PULLY_FUNCTIONS_RUNTIME": "docker"}, "PULLY_FUNCTIONS_RUNTIME", "local, lambda"),
+        ({"PULLY_LOG_LEVEL": "loud"}, "PULLY_LOG_LEVEL", "one of"),
+        ({"PULLY_UVLOOP": "maybe"}, "PULLY_UVLOOP", "true or false"),
+        ({"PULLY_NODE_ID": "has space"}, "PULLY_NODE_ID", "1-64 chars"),
+        (
+            {"PULLY_PING_INTERVAL": "10", "PULLY_PING_TIMEOUT": "30"},
+            "PULLY_PING_TIMEOUT",
+            "at most",
+        ),
+        (
+            {"PULLY_MAX_FRAME_BYTES": "2048", "PULLY_MAX_MESSAGE_BYTES": "4096"},
+            "PULLY_MAX_FRAME_BYTES",
+            "at least",
+        ),
+    ],
+)
+def test_bad_values_name_the_variable(env: dict[str, str], names: str, says: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.load(environ=env)
+    assert info.value.source.endswith(names)
+    assert says in str(info.value)
+    assert str(info.value).startswith(f"invalid {info.value.source}: ")
+
+
+def test_a_bad_flag_names_flag_and_variable() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.load(environ={}, overrides={"port": "x"})
+    assert info.value.source == "--port / PULLY_PORT"
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings.load(environ={})
+    with pytest.raises(AttributeError):
+        s.port = 1  # type: ignore[misc]
