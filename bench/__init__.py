@@ -1,0 +1,1 @@
+"""Pully's own benchmark: ``python -m bench --help`` (see docs/performance.md)."""
