@@ -1,10 +1,17 @@
 """This process's channel -> connections map, and the local fan-out.
 
 A publication arrives once per node as the finished ``message`` frame payload; the hub wraps it in
-one WebSocket frame and writes those same bytes to every live local subscriber, in arrival order
-(which is offset order). Connections still setting up a subscription are *pending*: what arrives
-for them is kept, so the node can send ``subscribed`` first and then exactly the messages after
-the offset it reported, with no gap and no duplicate at the seam.
+one WebSocket frame and writes those same bytes to every live local subscriber, in offset order.
+
+Per channel the hub keeps a *cursor*: the epoch and offset of the last publication it delivered.
+The node uses it to notice a gap (a publication that does not follow the cursor) and fill it
+from history before delivering further.
+
+Connections still setting up a subscription are *pending*: publications that arrive for them
+are kept, so the node can send ``subscribed`` first and then exactly the messages after the
+offset it reported. A connection that just became live may be told a position ahead of the
+cursor (its position was read while those publications were still on their way to this node):
+it is *fresh* until the cursor passes that position, and is not sent what it already has.
 """
 
 from __future__ import annotations
@@ -26,46 +33,66 @@ class Conn(Protocol):
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
 
-class _Channel:
-    __slots__ = ("live", "pending", "snapshot")
+class Channel:
+    __slots__ = ("epoch", "fresh", "live", "offset", "pending", "recovering", "snapshot")
 
     def __init__(self) -> None:
         self.live: dict[Conn, None] = {}  # an insertion-ordered set
-        self.pending: dict[Conn, list[bytes]] = {}
+        self.pending: dict[Conn, list[tuple[int, str, bytes]]] = {}
         self.snapshot: tuple[Conn, ...] | None = None  # live, frozen for iteration
+        self.fresh: dict[Conn, tuple[str, int]] = {}  # live conns that already have up to here
+        self.epoch = ""  # the cursor: last publication delivered to live subscribers
+        self.offset = 0
+        # while the node fills a gap from history: publications held back, in arrival order
+        self.recovering: list[tuple[int, str, bytes]] | None = None
+
+    def subscribers(self) -> tuple[Conn, ...]:
+        subscribers = self.snapshot
+        if subscribers is None:
+            subscribers = self.snapshot = tuple(self.live)
+        return subscribers
 
 
 class Hub:
     def __init__(self) -> None:
-        self._channels: dict[str, _Channel] = {}
+        self.channels: dict[str, Channel] = {}
         self.subscriptions = 0
 
     def __contains__(self, channel: str) -> bool:
-        return channel in self._channels
+        return channel in self.channels
 
     def __len__(self) -> int:
-        return len(self._channels)
+        return len(self.channels)
 
     def is_live(self, channel: str, conn: Conn) -> bool:
-        ch = self._channels.get(channel)
+        ch = self.channels.get(channel)
         return ch is not None and conn in ch.live
 
     def add_pending(self, channel: str, conn: Conn) -> bool:
         """Buffer ``channel``'s publications for ``conn``; True if the channel is new here."""
-        ch = self._channels.get(channel)
+        ch = self.channels.get(channel)
         new = ch is None
         if ch is None:
-            ch = self._channels[channel] = _Channel()
+            ch = self.channels[channel] = Channel()
         ch.pending[conn] = []
         return new
 
-    def activate(self, channel: str, conn: Conn) -> list[bytes] | None:
-        """Make a pending subscription live; returns what was buffered for it, in order, or
-        None if ``conn`` is no longer pending there (it closed meanwhile)."""
-        ch = self._channels.get(channel)
+    def activate(
+        self, channel: str, conn: Conn, epoch: str, offset: int
+    ) -> list[tuple[int, str, bytes]] | None:
+        """Make a pending subscription live at position (``epoch``, ``offset``): returns what
+        arrived meanwhile after that position, in order (the caller sends it right after its
+        reply), or None if ``conn`` is no longer pending there (it closed meanwhile)."""
+        ch = self.channels.get(channel)
         if ch is None or conn not in ch.pending:
             return None
-        backlog = ch.pending.pop(conn)
+        backlog = [m for m in ch.pending.pop(conn) if m[1] != epoch or m[0] > offset]
+        if backlog:
+            offset, epoch = backlog[-1][0], backlog[-1][1]
+        if not ch.live:
+            ch.epoch, ch.offset = epoch, offset
+        elif epoch == ch.epoch and offset > ch.offset:
+            ch.fresh[conn] = (epoch, offset)
         ch.live[conn] = None
         ch.snapshot = None
         self.subscriptions += 1
@@ -73,29 +100,49 @@ class Hub:
 
     def remove(self, channel: str, conn: Conn) -> bool:
         """Forget ``conn`` on ``channel``; True if no local connection wants the channel now."""
-        ch = self._channels.get(channel)
+        ch = self.channels.get(channel)
         if ch is None:
             return False
         if ch.live.pop(conn, 0) is None:
             ch.snapshot = None
+            ch.fresh.pop(conn, None)
             self.subscriptions -= 1
         ch.pending.pop(conn, None)
         if ch.live or ch.pending:
             return False
-        del self._channels[channel]
+        del self.channels[channel]
         return True
 
-    def deliver(self, channel: str, payload: bytes) -> None:
-        """Fan one publication out to this node's subscribers of ``channel``."""
-        ch = self._channels.get(channel)
-        if ch is None:
-            return
+    def deliver(self, ch: Channel, offset: int, epoch: str, payload: bytes) -> None:
+        """Fan one publication out to this node's subscribers of ``ch`` and move its cursor.
+        The caller has checked that it follows the cursor."""
+        ch.epoch, ch.offset = epoch, offset
         if ch.live:
-            subscribers = ch.snapshot
-            if subscribers is None:
-                subscribers = ch.snapshot = tuple(ch.live)
             frame = text_frame(payload)
-            for conn in subscribers:
+            if ch.fresh:
+                self._deliver_fresh(ch, offset, epoch, frame)
+            else:
+                for conn in ch.subscribers():
+                    conn.write_frame(frame)
+        if ch.pending:
+            for backlog in ch.pending.values():
+                backlog.append((offset, epoch, payload))
+
+    @staticmethod
+    def _deliver_fresh(ch: Channel, offset: int, epoch: str, frame: bytes) -> None:
+        fresh = ch.fresh
+        for conn in ch.subscribers():
+            has = fresh.get(conn)
+            if has is not None:
+                if has[0] == epoch and offset <= has[1]:
+                    continue
+                del fresh[conn]
+            conn.write_frame(frame)
+
+    def deliver_event(self, channel: str, payload: bytes) -> None:
+        """Send a frame outside the offset sequence (``join``/``leave``) to live subscribers."""
+        ch = self.channels.get(channel)
+        if ch is not None and ch.live:
+            frame = text_frame(payload)
+            for conn in ch.subscribers():
                 conn.write_frame(frame)
-        for backlog in ch.pending.values():
-            backlog.append(payload)

@@ -28,9 +28,14 @@ MAX_ID_LENGTH: Final = 200
 # Close codes (RFC 6455 section 7.4 plus Pully's application range 4000-4999).
 CLOSE_DRAINING: Final = 1012  # service restart: reconnect (to another node)
 CLOSE_TOO_BIG: Final = 1009  # frame past PULLY_MAX_FRAME_BYTES (sent by Tornado)
+CLOSE_TOKEN_EXPIRED: Final = 4001  # the JWT's exp passed without a refresh
 CLOSE_SLOW_CONSUMER: Final = 4008  # outgoing buffer full: the client stopped reading
+CLOSE_RATE_LIMITED: Final = 4029  # kept publishing past the rate limit
 
-COMMANDS: Final = frozenset({"subscribe", "unsubscribe", "publish", "ping"})
+COMMANDS: Final = frozenset(
+    {"subscribe", "unsubscribe", "publish", "ping", "presence", "history", "refresh"}
+)
+MAX_TOKEN_LENGTH: Final = 8192
 
 
 class FrameRejected(Exception):
@@ -60,6 +65,7 @@ class Command:
     data: bytes = b""  # publish: the JSON-encoded payload, ready for the broker
     since: Since | None = None
     limit: int | None = None
+    token: str = ""  # refresh
 
 
 def is_valid_channel(name: object) -> bool:
@@ -145,6 +151,11 @@ def decode(raw: str | bytes, max_bytes: int) -> Command:
             raise UnknownType(f"unknown frame type {kind[:40]!r}")
         if kind == "ping":
             return Command(kind, rid)
+        if kind == "refresh":
+            token = frame.get("token")
+            if not isinstance(token, str) or not token or len(token) > MAX_TOKEN_LENGTH:
+                raise BadRequest("field 'token' is required and must be a non-empty string")
+            return Command(kind, rid, token=token)
         channel = check_channel(frame.get("channel"))
         if kind == "publish":
             if "data" not in frame:
@@ -175,10 +186,46 @@ def error(request_id: RequestId | None, err: PullyError) -> bytes:
     return reply("error", request_id, code=err.code, message=err.message)
 
 
-def welcome(client_id: str, node_id: str) -> bytes:
-    return orjson.dumps(
-        {"type": "welcome", "client": client_id, "node": node_id, "protocol": PROTOCOL_VERSION}
-    )
+def welcome(client_id: str, node_id: str, user: str | None = None) -> bytes:
+    frame: dict[str, Any] = {
+        "type": "welcome", "client": client_id, "node": node_id, "protocol": PROTOCOL_VERSION,
+    }  # fmt: skip
+    if user is not None:
+        frame["user"] = user
+    return orjson.dumps(frame)
+
+
+def presence_info(client_id: str, user: str | None) -> bytes:
+    """A presence entry, as stored and as listed: ``{"client", "user"}``."""
+    return orjson.dumps({"client": client_id, "user": user})
+
+
+def presence_event(kind: str, channel: str, info: bytes) -> bytes:
+    """A ``join``/``leave`` frame: ``{"type","channel","client","user"}`` from a presence entry."""
+    return b'{"type":"' + kind.encode() + b'","channel":' + orjson.dumps(channel) + b"," + info[1:]
+
+
+def _with_list(head: dict[str, Any], key: str, items: list[bytes]) -> bytes:
+    """``head`` plus ``key`` holding already-encoded JSON ``items``, spliced without re-encoding."""
+    return orjson.dumps(head)[:-1] + b',"' + key.encode() + b'":[' + b",".join(items) + b"]}"
+
+
+def presence_reply(request_id: RequestId | None, channel: str, entries: list[bytes]) -> bytes:
+    head: dict[str, Any] = {"type": "presence"}
+    if request_id is not None:
+        head["id"] = request_id
+    head["channel"] = channel
+    return _with_list(head, "clients", entries)
+
+
+def history_reply(
+    request_id: RequestId | None, channel: str, offset: int, epoch: str, messages: list[bytes]
+) -> bytes:
+    head: dict[str, Any] = {"type": "history"}
+    if request_id is not None:
+        head["id"] = request_id
+    head.update(channel=channel, offset=offset, epoch=epoch)
+    return _with_list(head, "messages", messages)
 
 
 def reconnect(reason: str) -> bytes:

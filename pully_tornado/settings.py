@@ -90,8 +90,14 @@ def _store(raw: str) -> str:
     return raw
 
 
-def _origins(raw: str) -> tuple[str, ...]:
+def _globs(raw: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+
+
+def _secret(raw: str) -> str | None:
+    if raw and len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (an HS256 key shorter than its hash is weak)")
+    return raw or None
 
 
 def _bool(raw: str) -> bool:
@@ -168,7 +174,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "jwt_secret",
         "PULLY_JWT_SECRET",
-        _optional,
+        _secret,
         "",
         "HS256 secret for client JWTs; unset: development mode, no client auth.",
     ),
@@ -206,6 +212,49 @@ OPTIONS: tuple[Option, ...] = (
         _float(0),
         "86400",
         "Seconds an idle channel keeps its offset and epoch (0: forever).",
+    ),
+    Option(
+        "presence_channels",
+        "PULLY_PRESENCE_CHANNELS",
+        _globs,
+        "presence:*",
+        "Comma-separated channel globs that track presence and send join/leave.",
+    ),
+    Option(
+        "presence_ttl",
+        "PULLY_PRESENCE_TTL",
+        _float(1),
+        "60",
+        "Seconds a presence entry outlives its node (a crashed node's clients vanish then).",
+    ),
+    Option(
+        "publish_rate",
+        "PULLY_PUBLISH_RATE",
+        _float(0),
+        "100",
+        "Publishes per second allowed per connection (0: unlimited).",
+    ),
+    Option(
+        "publish_burst",
+        "PULLY_PUBLISH_BURST",
+        _int(1),
+        "200",
+        "Publishes a connection may send at once above the rate; this many refused in a "
+        "row close it (4029).",
+    ),
+    Option(
+        "max_subscriptions",
+        "PULLY_MAX_SUBSCRIPTIONS",
+        _int(1),
+        "1000",
+        "Channels one connection may subscribe to.",
+    ),
+    Option(
+        "max_connections",
+        "PULLY_MAX_CONNECTIONS",
+        _int(0),
+        "0",
+        "Connections this node accepts (0: unlimited); past it the handshake gets 503.",
     ),
     Option(
         "ping_interval",
@@ -264,7 +313,7 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "allowed_origins",
         "PULLY_ALLOWED_ORIGINS",
-        _origins,
+        _globs,
         "",
         "Comma-separated browser origins allowed to connect ('*' for any); "
         "unset: same-origin pages and non-browser clients only.",
@@ -292,6 +341,12 @@ class Settings:
     history_size: int = 100
     history_ttl: float = 300.0
     meta_ttl: float = 86400.0
+    presence_channels: tuple[str, ...] = ("presence:*",)
+    presence_ttl: float = 60.0
+    publish_rate: float = 100.0
+    publish_burst: int = 200
+    max_subscriptions: int = 1000
+    max_connections: int = 0
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     drain_timeout: float = 10.0
@@ -315,6 +370,10 @@ class Settings:
             raise ConfigError(
                 "PULLY_PING_TIMEOUT",
                 f"must be at most PULLY_PING_INTERVAL ({self.ping_interval:g})",
+            )
+        if self.meta_ttl and self.meta_ttl < self.history_ttl:
+            raise ConfigError(
+                "PULLY_META_TTL", f"must be 0 or at least PULLY_HISTORY_TTL ({self.history_ttl:g})"
             )
         if self.max_frame_bytes < self.max_message_bytes:
             raise ConfigError(

@@ -165,6 +165,8 @@ class PullyProcess:
             str(self.port),
             "--node-id",
             f"{self.name}-{self.port}",
+            # tests stop nodes while their clients cannot answer a close frame: do not wait long
+            *([] if "--drain-timeout" in self.args else ["--drain-timeout", "1"]),
             *self.args,
         ]
         if self.redis_url:
@@ -310,3 +312,16 @@ class WSClient:
 
     def close(self) -> None:
         self.conn.close()
+
+    async def aclose(self, timeout: float = 2.0) -> None:
+        """Close and wait until the socket is really closed (for loops about to end)."""
+        protocol = self.conn.protocol
+        stream = getattr(protocol, "stream", None)
+        self.conn.close()
+        if stream is None:
+            return
+        deadline = time.monotonic() + timeout
+        while not stream.closed() and time.monotonic() < deadline:  # noqa: ASYNC110 - the
+            # stream's close callback belongs to the websocket protocol: poll instead
+            await asyncio.sleep(0.005)
+        stream.close()

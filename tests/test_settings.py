@@ -65,6 +65,9 @@ def test_every_setting_is_a_field_with_a_variable_and_a_flag() -> None:
         ({"PULLY_LOG_LEVEL": "loud"}, "PULLY_LOG_LEVEL", "one of"),
         ({"PULLY_UVLOOP": "maybe"}, "PULLY_UVLOOP", "true or false"),
         ({"PULLY_NODE_ID": "has space"}, "PULLY_NODE_ID", "1-64 chars"),
+        ({"PULLY_JWT_SECRET": "short"}, "PULLY_JWT_SECRET", "at least 32 bytes"),
+        ({"PULLY_PRESENCE_TTL": "0"}, "PULLY_PRESENCE_TTL", ">= 1"),
+        ({"PULLY_META_TTL": "60", "PULLY_HISTORY_TTL": "300"}, "PULLY_META_TTL", "at least"),
         (
             {"PULLY_PING_INTERVAL": "10", "PULLY_PING_TIMEOUT": "30"},
             "PULLY_PING_TIMEOUT",

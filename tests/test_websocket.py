@@ -18,6 +18,11 @@ Connect = Callable[..., Awaitable[WSClient]]
 pytestmark = pytest.mark.usefixtures("app", "http_server")
 
 
+@pytest.fixture
+def settings_overrides() -> dict[str, Any]:
+    return {"publish_rate": 0.0}  # rate limits have their own tests (test_limits.py)
+
+
 @pytest.mark.gen_test
 async def test_welcome_names_client_node_and_protocol(connect: Connect, node: Node) -> None:
     a, b = await connect(), await connect()

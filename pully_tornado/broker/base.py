@@ -11,8 +11,10 @@ from __future__ import annotations
 import abc
 import random
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
+
+from ..protocol import Since
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,11 +25,36 @@ class Position:
     epoch: str
 
 
+@dataclass(frozen=True, slots=True)
+class History:
+    """A channel's retained messages (``message`` frame payloads, oldest first) and position.
+
+    ``covered`` answers a recovery request: True when ``messages`` holds every message after
+    the ``since`` position asked for (same epoch, nothing trimmed), so nothing was lost."""
+
+    position: Position
+    messages: list[bytes] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    covered: bool = False
+
+
+def covered(since: Since | None, position: Position, offsets: list[int]) -> bool:
+    """Whether ``offsets`` (ascending, all after ``since``) hold everything after ``since``."""
+    if since is None or since.epoch != position.epoch or since.offset > position.offset:
+        return False
+    if since.offset == position.offset:
+        return True
+    return bool(offsets) and offsets[0] == since.offset + 1 and offsets[-1] == position.offset
+
+
 class BrokerEvents(Protocol):
     """What a broker calls back into (the :class:`~pully_tornado.node.Node`)."""
 
-    def on_publication(self, channel: str, payload: bytes) -> None:
+    def on_publication(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
         """A publication for ``channel``; ``payload`` is the complete ``message`` frame JSON."""
+
+    def on_presence(self, channel: str, payload: bytes) -> None:
+        """A ``join`` or ``leave`` frame for ``channel``'s subscribers (no offset)."""
 
     def on_control(self, topic: str, payload: bytes) -> None:
         """A node-to-node control message (e.g. ``relationships``), from any node."""
@@ -63,13 +90,38 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def publish(self, channel: str, data: bytes) -> Position:
-        """Assign the next offset of ``channel`` and deliver ``data`` (JSON bytes) to every
-        subscribed node, atomically. Returns the publication's position."""
+        """Assign the next offset of ``channel``, append the message to its history and deliver
+        ``data`` (JSON bytes) to every subscribed node, atomically. Returns its position."""
 
-    @abc.abstractmethod
     async def position(self, channel: str) -> Position:
         """The channel's latest position; creates the channel's epoch if it has none yet, so the
         epoch a subscriber is told is the one its first message will carry."""
+        return (await self.history(channel, limit=0)).position
+
+    @abc.abstractmethod
+    async def history(
+        self, channel: str, since: Since | None = None, limit: int | None = None
+    ) -> History:
+        """Retained messages and the position, read atomically. With ``since``: the messages
+        after it, and whether they cover everything since (see :class:`History`). Otherwise the
+        newest ``limit`` messages (all retained when ``limit`` is None), oldest first."""
+
+    @abc.abstractmethod
+    async def presence_join(self, channel: str, client: str, info: bytes) -> None:
+        """Record ``client`` (``info``: JSON ``{"client","user"}``) as present on ``channel``
+        and send a ``join`` frame to its subscribers on every node (unless already present)."""
+
+    @abc.abstractmethod
+    async def presence_leave(self, channel: str, client: str, info: bytes) -> None:
+        """Remove ``client`` from ``channel``'s presence and send a ``leave`` frame (if present)."""
+
+    @abc.abstractmethod
+    async def presence(self, channel: str) -> list[bytes]:
+        """The ``{"client","user"}`` JSON entries present on ``channel``, expired ones dropped."""
+
+    async def presence_refresh(self, entries: list[tuple[str, str, bytes]]) -> None:  # noqa: B027
+        """Keep this node's ``(channel, client, info)`` entries alive for another TTL (brokers
+        whose entries cannot outlive their node need do nothing)."""
 
     @abc.abstractmethod
     async def subscribe(self, channel: str) -> None:

@@ -3,20 +3,27 @@
 Keys and channels, per Pully channel ``C`` (the ``{C}`` hash tag keeps them in one cluster slot):
 
 * ``pully:meta:{C}``: hash ``o`` (latest offset), ``e`` (epoch); expires after ``meta_ttl`` idle.
-* ``pully:ch:{C}``: the pub/sub channel carrying finished ``message`` frame payloads.
+* ``pully:hist:{C}``: stream of the last ``history_size`` messages (entry id ``<offset>-0``,
+  field ``d`` = the ``message`` frame); expires ``history_ttl`` after the last publish.
+* ``pully:ch:{C}``: the pub/sub channel. A publication travels as ``<offset> <epoch>\n<frame>``
+  so nodes check continuity without parsing JSON; ``join``/``leave`` frames as ``\n<frame>``.
+* ``pully:pres:{C}`` (hash client -> info) and ``pully:presz:{C}`` (zset client -> expiry):
+  presence, refreshed by each node for its own clients, so a crashed node's clients expire.
 * ``pully:<topic>``: node-to-node control messages (``pully:relationships``).
 
-A publish is one ``EVALSHA``: offset increment, epoch creation and ``PUBLISH`` happen atomically,
-so pub/sub order is offset order and every node receives the same bytes. The script is never
-retried after a connection error (it might have run): the caller gets ``unavailable`` instead.
+A publish is one ``EVALSHA``: offset increment, epoch creation, history append and ``PUBLISH``
+happen atomically, so pub/sub order is offset order, history never disagrees with what was
+delivered, and every node receives the same bytes. The script is never retried after a
+connection error (it might have run): the caller gets ``unavailable`` instead. When a channel's
+meta is gone (Redis restarted without persistence, expiry, eviction) the next use creates a new
+epoch and drops any stale stream, so a recovery is never answered from another sequence.
 
 Each process keeps ONE subscriber connection, driven by one task: it subscribes only to channels
 with local subscribers, confirms each ``SUBSCRIBE`` before :meth:`RedisBroker.subscribe`
 returns, pings when idle, and after any failure reconnects with capped jittered backoff and
 resubscribes everything. It is a small RESP reader over hiredis rather than redis-py's PubSub,
 because that one retries and resubscribes inside its own calls, where the broker must see each
-outage (to answer ``unavailable``, report ``/healthz`` and tell the node that state may have
-been missed).
+outage (to answer ``unavailable``, report ``/healthz`` and let the node recover what it missed).
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import time
 from collections import deque
 from typing import Any
 
@@ -37,33 +45,88 @@ from redis.exceptions import RedisError
 
 from .. import protocol
 from ..errors import Unavailable
+from ..protocol import Since
 from ..settings import Settings
-from .base import Backoff, Broker, BrokerEvents, Position, new_epoch
+from .base import Backoff, Broker, BrokerEvents, History, Position, covered, new_epoch
 
 logger = logging.getLogger("pully.broker.redis")
 
 CONTROL_TOPICS = ("relationships", "control")
 
-# KEYS[1] meta hash; ARGV[1] message frame head (up to "offset":), ARGV[2] epoch to create if the
-# channel has none, ARGV[3] pub/sub channel, ARGV[4] meta TTL in seconds ('0': none).
-PUBLISH_LUA = """
+# KEYS: meta, stream. ARGV: 1 message head (up to "offset":), 2 epoch to create if none,
+# 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none), 6 history TTL s.
+PUBLISH_LUA = r"""
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[2]
   redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-redis.call('PUBLISH', ARGV[3], ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"}')
+local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"}'
+if ARGV[5] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'd', frame)
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+end
+redis.call('PUBLISH', ARGV[3], offset .. ' ' .. epoch .. '\n' .. frame)
 return {offset, epoch}
 """
 
-# KEYS[1] meta hash; ARGV[1] epoch to create if none, ARGV[2] meta TTL ('0': none).
-POSITION_LUA = """
-redis.call('HSETNX', KEYS[1], 'e', ARGV[1])
+# KEYS: meta, stream. ARGV: 1 epoch to create if none, 2 meta TTL s ('0': none),
+# 3 'since' offset ('-1': none), 4 limit ('-1': all retained).
+# Returns {offset, epoch, {id, {field, frame}}...} with entries oldest first.
+HISTORY_LUA = r"""
+if redis.call('HSETNX', KEYS[1], 'e', ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'o', 0)
+  redis.call('DEL', KEYS[2])
+end
 local v = redis.call('HMGET', KEYS[1], 'o', 'e')
 if ARGV[2] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
-return {tonumber(v[1] or '0'), v[2]}
+local entries
+if ARGV[3] ~= '-1' then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[3] .. '-0', '+')
+elseif ARGV[4] == '0' then
+  entries = {}
+elseif ARGV[4] == '-1' then
+  entries = redis.call('XRANGE', KEYS[2], '-', '+')
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+  local n = #entries
+  for i = 1, math.floor(n / 2) do
+    entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i]
+  end
+end
+return {tonumber(v[1] or '0'), v[2], entries}
+"""
+
+# KEYS: presence hash, presence zset. ARGV: 1 client, 2 info, 3 expires at (unix s),
+# 4 key TTL s, 5 pub/sub channel, 6 join frame. Publishes the join only for a new member.
+JOIN_LUA = r"""
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if new == 1 then redis.call('PUBLISH', ARGV[5], '\n' .. ARGV[6]) end
+return new
+"""
+
+# KEYS: presence hash, presence zset. ARGV: 1 client, 2 pub/sub channel, 3 leave frame.
+LEAVE_LUA = r"""
+redis.call('ZREM', KEYS[2], ARGV[1])
+local gone = redis.call('HDEL', KEYS[1], ARGV[1])
+if gone == 1 then redis.call('PUBLISH', ARGV[2], '\n' .. ARGV[3]) end
+return gone
+"""
+
+# KEYS: presence hash, presence zset. ARGV: 1 now (unix s). Drops expired members first.
+PRESENCE_LUA = r"""
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+  redis.call('HDEL', KEYS[1], unpack(expired))
+end
+return redis.call('HVALS', KEYS[1])
 """
 
 POOL_SIZE = 32  # command connections per node
@@ -76,6 +139,14 @@ RESUBSCRIBE_BATCH = 500
 
 def meta_key(channel: str) -> str:
     return f"pully:meta:{{{channel}}}"
+
+
+def history_key(channel: str) -> str:
+    return f"pully:hist:{{{channel}}}"
+
+
+def presence_keys(channel: str) -> list[str]:
+    return [f"pully:pres:{{{channel}}}", f"pully:presz:{{{channel}}}"]
 
 
 def pubsub_channel(channel: str) -> bytes:
@@ -146,6 +217,9 @@ class RedisBroker(Broker):
         assert settings.redis_url
         self._url = settings.redis_url
         self._meta_ttl = str(int(settings.meta_ttl))
+        self._history_size = str(settings.history_size)
+        self._history_ttl = str(max(1, int(settings.history_ttl)))
+        self._presence_ttl = settings.presence_ttl
         # Bounded, and waiting for a free connection under bursts (the default pool refuses).
         # No retries: a publish script that may have run must not run twice.
         pool = aioredis.BlockingConnectionPool.from_url(
@@ -158,7 +232,10 @@ class RedisBroker(Broker):
         )
         self._client = aioredis.Redis(connection_pool=pool)
         self._publish_script = self._client.register_script(PUBLISH_LUA)
-        self._position_script = self._client.register_script(POSITION_LUA)
+        self._history_script = self._client.register_script(HISTORY_LUA)
+        self._join_script = self._client.register_script(JOIN_LUA)
+        self._leave_script = self._client.register_script(LEAVE_LUA)
+        self._presence_script = self._client.register_script(PRESENCE_LUA)
         self._channels: dict[bytes, str] = {}  # pub/sub channel -> Pully channel, wanted here
         self._control = {f"pully:{t}".encode(): t for t in CONTROL_TOPICS}
         self._waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
@@ -197,27 +274,75 @@ class RedisBroker(Broker):
     async def publish(self, channel: str, data: bytes) -> Position:
         if self._link is None:  # our own subscribers could not receive it: do not ack
             raise Unavailable("redis is unreachable, message not published")
-        head = protocol.message_head(channel, data)
         try:
             offset, epoch = await self._publish_script(
-                keys=[meta_key(channel)],
-                args=[head, new_epoch(), pubsub_channel(channel), self._meta_ttl],
-            )
+                keys=[meta_key(channel), history_key(channel)],
+                args=[
+                    protocol.message_head(channel, data), new_epoch(), pubsub_channel(channel),
+                    self._meta_ttl, self._history_size, self._history_ttl,
+                ],
+            )  # fmt: skip
         except (RedisError, OSError) as exc:
             raise Unavailable(f"redis is unreachable, message not published ({exc})") from None
         return Position(int(offset), epoch.decode())
 
-    async def position(self, channel: str) -> Position:
-        for attempt in (1, 2):  # idempotent, so one retry on a fresh connection is safe
+    async def history(
+        self, channel: str, since: Since | None = None, limit: int | None = None
+    ) -> History:
+        args = [
+            new_epoch(), self._meta_ttl,
+            "-1" if since is None else str(since.offset),
+            "-1" if limit is None else str(limit),
+        ]  # fmt: skip
+        reply = await self._idempotent(
+            self._history_script, [meta_key(channel), history_key(channel)], args
+        )
+        offset, epoch, entries = reply
+        position = Position(int(offset), epoch.decode())
+        offsets = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
+        messages = [fields[1] for _, fields in entries]
+        return History(position, messages, offsets, covered(since, position, offsets))
+
+    async def _idempotent(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+        """Run a script that is safe to repeat, retrying once on a fresh connection."""
+        for attempt in (1, 2):
             try:
-                offset, epoch = await self._position_script(
-                    keys=[meta_key(channel)], args=[new_epoch(), self._meta_ttl]
-                )
-                return Position(int(offset), epoch.decode())
+                return await script(keys=keys, args=args)
             except (RedisError, OSError) as exc:
                 if attempt == 2 or self._link is None:
                     raise Unavailable(f"redis is unreachable ({exc})") from None
         raise AssertionError("unreachable")
+
+    async def presence_join(self, channel: str, client: str, info: bytes) -> None:
+        frame = protocol.presence_event("join", channel, info)
+        expires = int(time.time() + self._presence_ttl)
+        args = [client, info, expires, int(self._presence_ttl) + 1, pubsub_channel(channel), frame]
+        await self._idempotent(self._join_script, presence_keys(channel), args)
+
+    async def presence_leave(self, channel: str, client: str, info: bytes) -> None:
+        frame = protocol.presence_event("leave", channel, info)
+        args = [client, pubsub_channel(channel), frame]
+        await self._idempotent(self._leave_script, presence_keys(channel), args)
+
+    async def presence(self, channel: str) -> list[bytes]:
+        return list(
+            await self._idempotent(self._presence_script, presence_keys(channel), [time.time()])
+        )
+
+    async def presence_refresh(self, entries: list[tuple[str, str, bytes]]) -> None:
+        expires = int(time.time() + self._presence_ttl)
+        ttl = int(self._presence_ttl) + 1
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for channel, client, info in entries:
+                    hash_key, zset_key = presence_keys(channel)
+                    pipe.hset(hash_key, client, info)
+                    pipe.zadd(zset_key, {client: expires})
+                    pipe.expire(hash_key, ttl)
+                    pipe.expire(zset_key, ttl)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise Unavailable(f"redis is unreachable, presence not refreshed ({exc})") from None
 
     async def publish_control(self, topic: str, payload: bytes) -> None:
         try:
@@ -306,7 +431,7 @@ class RedisBroker(Broker):
         assert self._events is not None
         self._events.on_broker_state(True)
         parser = link.parser
-        on_publication, channels = self._events.on_publication, self._channels
+        events, channels = self._events, self._channels
         link.watch()
         while True:
             parser.feed(await link.read())
@@ -314,9 +439,14 @@ class RedisBroker(Broker):
                 if isinstance(reply, list) and len(reply) == 3 and reply[0] == b"message":
                     channel = channels.get(reply[1])
                     if channel is not None:
-                        on_publication(channel, reply[2])
+                        head, _, frame = reply[2].partition(b"\n")
+                        if head:
+                            offset, _, epoch = head.partition(b" ")
+                            events.on_publication(channel, int(offset), epoch.decode(), frame)
+                        else:
+                            events.on_presence(channel, frame)
                     elif reply[1] in self._control:
-                        self._events.on_control(self._control[reply[1]], reply[2])
+                        events.on_control(self._control[reply[1]], reply[2])
                 else:
                     self._on_reply(reply)
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import logging
 import secrets
+import time
 from typing import Any
 
+import orjson
 import tornado.websocket
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from .. import protocol
-from ..errors import Internal, PullyError
+from ..auth import ANONYMOUS, Identity, authenticate
+from ..errors import BadRequest, Internal, PullyError, RateLimited, Unauthorized, Unavailable
+from ..limits import TokenBucket
 from ..node import Node
 from ..protocol import Command, FrameRejected
 
@@ -30,8 +35,39 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.node = node
         self.channels = set()
         self.client_id = ""
+        self._identity: Identity = ANONYMOUS
+        self._bucket: TokenBucket | None = None
+        self._expiry: asyncio.TimerHandle | None = None
 
     # -- handshake ---------------------------------------------------------------------------
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Refuse before upgrading: 503 while draining or full, 401 without a valid token."""
+        if self.node.draining or self.node.full:
+            why = "draining" if self.node.draining else "node is at PULLY_MAX_CONNECTIONS"
+            return self._refuse(Unavailable(f"not accepting connections: {why}"))
+        secret = self.node.settings.jwt_secret
+        if secret:
+            try:
+                self._identity = authenticate(self._token(), secret)
+            except Unauthorized as exc:
+                self.set_header("WWW-Authenticate", 'Bearer realm="pully"')
+                return self._refuse(exc)
+        await super().get(*args, **kwargs)
+
+    def _token(self) -> str | None:
+        token = self.get_query_argument("token", None)
+        if token is None:
+            scheme, _, value = self.request.headers.get("Authorization", "").partition(" ")
+            token = value.strip() if scheme.lower() == "bearer" else None
+        return token
+
+    def _refuse(self, err: PullyError) -> None:
+        self.set_status(err.status)
+        self.set_header("Content-Type", "application/json")
+        body = {"status": err.status, "message": err.message, "code": err.code,
+                "error": [{"message": err.message}]}  # fmt: skip
+        self.finish(orjson.dumps(body))
 
     def check_origin(self, origin: str) -> bool:
         """Called by Tornado for cross-origin browser requests only (same-origin pages and
@@ -44,19 +80,32 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return None  # frames are built once per node and shared, which compression would defeat
 
     def open(self, *args: str, **kwargs: str) -> None:
-        if self.node.draining:
-            self.close(protocol.CLOSE_DRAINING, "draining")
-            return
         self.client_id = secrets.token_urlsafe(12)
         stream = self._stream()
         if stream is not None:
             stream.max_write_buffer_size = self.node.settings.max_buffer_bytes
-        self.node.register(self)
-        self.send(protocol.welcome(self.client_id, self.node.id))
+        self.node.register(self, self._identity)
+        self._schedule_expiry()
+        self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
 
     def on_close(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.client_id:
             self.node.unregister(self)
+
+    def _schedule_expiry(self) -> None:
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
+        expires = self._identity.expires
+        if expires is not None:
+            delay = max(0.0, expires - time.time())
+            self._expiry = asyncio.get_running_loop().call_later(delay, self._expired)
+
+    def _expired(self) -> None:
+        logger.info("client %s: token expired", self.client_id)
+        self.close(protocol.CLOSE_TOKEN_EXPIRED, "token expired")
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -93,39 +142,84 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if cmd.type == "ping":
             self.send(protocol.reply("pong", cmd.id))
             return None
+        if cmd.type == "publish" and not self._may_publish_now(cmd):
+            return None
         return self._handle(cmd)  # Tornado awaits it before reading the next frame
+
+    def _may_publish_now(self, cmd: Command) -> bool:
+        rate = self.node.settings.publish_rate
+        if not rate:
+            return True
+        if self._bucket is None:
+            self._bucket = TokenBucket(rate, self.node.settings.publish_burst)
+        if self._bucket.take():
+            return True
+        if self._bucket.refused > self._bucket.burst:
+            logger.warning(
+                "client %s keeps publishing past the rate limit; closing", self.client_id
+            )
+            self.close(protocol.CLOSE_RATE_LIMITED, "rate limit exceeded")
+        else:
+            limit = f"{rate:g} publishes/s (PULLY_PUBLISH_RATE)"
+            self.send(protocol.error(cmd.id, RateLimited(f"publish rate limit: {limit}")))
+        return False
 
     async def _handle(self, cmd: Command) -> None:
         try:
-            if cmd.type == "publish":
-                result = await self.node.publish(cmd.channel, cmd.data, self.client_id)
-                if result.position is None:
-                    self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, dropped=True))
-                else:
-                    self.send(
-                        protocol.reply(
-                            "ack", cmd.id, channel=cmd.channel, offset=result.position.offset
-                        )
-                    )
-            elif cmd.type == "subscribe":
-                sub = await self.node.subscribe(self, cmd.channel)
-                # reply, then what arrived during set-up: nothing may be awaited in between
-                self.send(
-                    protocol.reply(
-                        "subscribed",
-                        cmd.id,
-                        channel=cmd.channel,
-                        offset=sub.position.offset,
-                        epoch=sub.position.epoch,
-                    )
-                )
-                for payload in sub.backlog:
-                    self.send(payload)
-            else:  # unsubscribe
-                await self.node.unsubscribe(self, cmd.channel)
-                self.send(protocol.reply("unsubscribed", cmd.id, channel=cmd.channel))
+            handler = getattr(self, "_on_" + cmd.type)
+            await handler(cmd)
         except PullyError as exc:
             self.send(protocol.error(cmd.id, exc))
         except Exception:
             logger.exception("client %s: %s failed", self.client_id, cmd.type)
             self.send(protocol.error(cmd.id, Internal("internal error")))
+
+    async def _on_publish(self, cmd: Command) -> None:
+        result = await self.node.publish(cmd.channel, cmd.data, self)
+        if result.position is None:
+            self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, dropped=True))
+        else:
+            offset = result.position.offset
+            self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, offset=offset))
+
+    async def _on_subscribe(self, cmd: Command) -> None:
+        sub = await self.node.subscribe(self, cmd.channel, cmd.since)
+        # replay, reply, then what arrived during set-up: nothing may be awaited in between
+        for payload in sub.replay:
+            self.send(payload)
+        extra = {} if sub.recovered is None else {"recovered": sub.recovered}
+        self.send(
+            protocol.reply(
+                "subscribed", cmd.id, channel=cmd.channel, offset=sub.position.offset,
+                epoch=sub.position.epoch, **extra,
+            )
+        )  # fmt: skip
+        for payload in sub.backlog:
+            self.send(payload)
+
+    async def _on_unsubscribe(self, cmd: Command) -> None:
+        await self.node.unsubscribe(self, cmd.channel)
+        self.send(protocol.reply("unsubscribed", cmd.id, channel=cmd.channel))
+
+    async def _on_presence(self, cmd: Command) -> None:
+        entries = await self.node.presence(self, cmd.channel)
+        self.send(protocol.presence_reply(cmd.id, cmd.channel, entries))
+
+    async def _on_history(self, cmd: Command) -> None:
+        history = await self.node.history(self, cmd.channel, cmd.limit)
+        position = history.position
+        self.send(
+            protocol.history_reply(
+                cmd.id, cmd.channel, position.offset, position.epoch, history.messages
+            )
+        )
+
+    async def _on_refresh(self, cmd: Command) -> None:
+        secret = self.node.settings.jwt_secret
+        if not secret:
+            raise BadRequest("tokens are not used: PULLY_JWT_SECRET is not set")
+        identity = authenticate(cmd.token, secret)
+        self.node.reidentify(self, identity)
+        self._identity = identity
+        self._schedule_expiry()
+        self.send(protocol.reply("refreshed", cmd.id, user=identity.user, expires=identity.expires))

@@ -1,0 +1,81 @@
+"""Client identity: HS256 JWTs when ``PULLY_JWT_SECRET`` is set, everyone allowed otherwise.
+
+Claims: ``sub`` (required) is the user; ``channels`` lists globs the connection may subscribe
+to (and read presence and history of); ``publish`` lists globs it may publish to; ``exp``
+(optional) ends the connection unless a ``refresh`` frame brings a newer token. The personal
+channel ``user:<sub>`` (and ``user:<sub>:...``) is always the user's own; any other ``user:``
+channel is never theirs, whatever the globs say.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+
+from .errors import Unauthorized
+
+ALGORITHMS = ["HS256"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    user: str | None
+    subscribe: tuple[str, ...] = ()
+    publish: tuple[str, ...] = ()
+    expires: float | None = None  # unix time
+    anonymous: bool = False  # development mode: no secret configured, everything allowed
+
+    def may_subscribe(self, channel: str) -> bool:
+        return self._allowed(channel, self.subscribe)
+
+    def may_publish(self, channel: str) -> bool:
+        return self._allowed(channel, self.publish)
+
+    def _allowed(self, channel: str, globs: tuple[str, ...]) -> bool:
+        if self.anonymous:
+            return True
+        own = f"user:{self.user}"
+        if channel == own or channel.startswith(own + ":"):
+            return True
+        if channel.startswith("user:"):
+            return False
+        return any(fnmatch.fnmatchcase(channel, g) for g in globs)
+
+
+ANONYMOUS = Identity(user=None, anonymous=True)
+
+
+def _globs(claims: dict[str, Any], name: str) -> tuple[str, ...]:
+    value = claims.get(name, [])
+    if not isinstance(value, list) or not all(isinstance(g, str) for g in value):
+        raise Unauthorized(f"invalid token: claim '{name}' must be a list of channel globs")
+    return tuple(value)
+
+
+def authenticate(token: str | None, secret: str) -> Identity:
+    """Verify ``token`` (HS256 only, signature, ``exp``, ``nbf``) and read its capabilities.
+
+    Raises :class:`~pully_tornado.errors.Unauthorized` naming what is wrong."""
+    if not token:
+        raise Unauthorized("a token is required: connect to /ws?token=<JWT>")
+    try:
+        claims = jwt.decode(token, secret, algorithms=ALGORITHMS, options={"require": ["sub"]})
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except jwt.InvalidAlgorithmError:
+        raise Unauthorized("invalid token: only HS256 is accepted") from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"invalid token: {exc}") from None
+    sub = claims.get("sub")
+    if not isinstance(sub, str) or not sub:
+        raise Unauthorized("invalid token: 'sub' must be a non-empty string")
+    exp = claims.get("exp")
+    return Identity(
+        user=sub,
+        subscribe=_globs(claims, "channels"),
+        publish=_globs(claims, "publish"),
+        expires=float(exp) if isinstance(exp, int | float) else None,
+    )
