@@ -17,6 +17,7 @@ from .errors import ConfigError, PullyError
 from .handlers.base import JsonHandler
 from .handlers.health import HealthHandler
 from .handlers.publish import PublishHandler
+from .handlers.static import routes as static_routes
 from .handlers.websocket import WebSocketHandler
 from .node import Node
 from .settings import Settings
@@ -38,6 +39,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/ws", WebSocketHandler, args),
             (r"/publish", PublishHandler, args),
             (r"/healthz", HealthHandler, args),
+            *static_routes(node),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=args,
