@@ -16,13 +16,17 @@ import tornado.web
 from .errors import ConfigError, PullyError
 from .handlers.base import JsonHandler
 from .handlers.health import HealthHandler
+from .handlers.openapi import OpenApiHandler
 from .handlers.publish import PublishHandler
+from .handlers.relationships import RelationshipsHandler
 from .handlers.static import routes as static_routes
 from .handlers.websocket import WebSocketHandler
 from .node import Node
 from .settings import Settings
 
 logger = logging.getLogger("pully")
+
+MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 class NotFoundHandler(JsonHandler):
@@ -38,7 +42,9 @@ def make_app(node: Node) -> tornado.web.Application:
         [
             (r"/ws", WebSocketHandler, args),
             (r"/publish", PublishHandler, args),
+            (r"/relationships", RelationshipsHandler, args),
             (r"/healthz", HealthHandler, args),
+            (r"/openapi.json", OpenApiHandler, args),
             *static_routes(node),
         ],
         default_handler_class=NotFoundHandler,
@@ -50,8 +56,10 @@ def make_app(node: Node) -> tornado.web.Application:
 
 
 def make_server(node: Node) -> tornado.httpserver.HTTPServer:
+    # Bodies up to 8 MiB reach the handlers, which answer 413 (JSON) past their own limits;
+    # beyond that Tornado refuses the request itself.
     return tornado.httpserver.HTTPServer(
-        make_app(node), max_body_size=node.settings.max_frame_bytes, xheaders=False
+        make_app(node), max_body_size=MAX_BODY_BYTES, xheaders=False
     )
 
 

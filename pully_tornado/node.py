@@ -12,13 +12,19 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from . import __version__, protocol
 from .auth import ANONYMOUS, Identity
 from .broker import Broker, Position, create_broker
 from .broker.base import History
-from .errors import BadRequest, Forbidden, PullyError, RateLimited
+from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
+from .functions.pipeline import Pipeline
 from .hub import Channel, Conn, Hub
 from .protocol import Since
+from .relationships import Relationships
+from .relationships.manager import RelationshipsManager
+from .relationships.store import Store, create_store
 from .settings import Settings
 
 logger = logging.getLogger("pully.node")
@@ -48,11 +54,15 @@ class Published:
 
 
 class Node:
-    def __init__(self, settings: Settings, broker: Broker | None = None) -> None:
+    def __init__(
+        self, settings: Settings, broker: Broker | None = None, store: Store | None = None
+    ) -> None:
         self.settings = settings
         self.id = settings.node_id
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
+        self.relationships = RelationshipsManager(store or create_store(settings))
+        self.pipeline = Pipeline(settings)
         self.connections: dict[Conn, Identity] = {}
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._present: dict[tuple[str, str], bytes] = {}  # (channel, client) -> info, this node's
@@ -69,8 +79,10 @@ class Node:
     async def start(self) -> None:
         await self.broker.start(self)
         self._refresher = asyncio.create_task(self._refresh_presence_forever())
+        await self.relationships.start()
 
     async def close(self) -> None:
+        await self.relationships.close()
         if self._refresher is not None:
             self._refresher.cancel()
         if self._background:  # let leaves and unsubscribes of closed clients go out
@@ -78,6 +90,7 @@ class Node:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.pipeline.close()
         await self.broker.close()
 
     async def drain(self, timeout: float) -> None:
@@ -137,7 +150,17 @@ class Node:
         self.hub.deliver_event(channel, payload)
 
     def on_control(self, topic: str, payload: bytes) -> None:
-        logger.debug("control message on %s ignored: %r", topic, payload[:200])
+        if topic != "relationships":
+            return
+        try:
+            message = orjson.loads(payload)
+            version, sender = int(message["version"]), str(message["node"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            logger.warning("ignoring a malformed relationships control message: %r", payload[:200])
+            return
+        if sender != self.id and version > (self.relationships.version or 0):
+            logger.info("node %s saved relationships version %d; reloading", sender, version)
+            self.relationships.reload_soon()
 
     def on_broker_state(self, connected: bool) -> None:
         if not connected:
@@ -146,8 +169,9 @@ class Node:
             )
             return
         logger.info("broker %s connected", self.broker.kind)
-        if self._broker_was_up:  # publications may have been missed while it was down
+        if self._broker_was_up:  # publications and reloads may have been missed while down
             self._spawn(self._check_all_channels())
+            self.relationships.reload_soon()
         self._broker_was_up = True
 
     # -- gap filling ---------------------------------------------------------------------------
@@ -199,6 +223,18 @@ class Node:
                     self._fill_gap(channel, ch, None)
 
         await asyncio.gather(*(check(n, c) for n, c in list(self.hub.channels.items())))
+
+    # -- relationships -------------------------------------------------------------------------
+
+    async def save_relationships(self, relationships: Relationships) -> int:
+        """Store a new version, apply it here, and tell every node to reload from the store.
+        Raises ``Unavailable`` when the store cannot be reached (nothing changed then)."""
+
+        async def announce(version: int) -> None:
+            payload = orjson.dumps({"version": version, "node": self.id})
+            await self.broker.publish_control("relationships", payload)
+
+        return await self.relationships.save(relationships, announce)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -290,7 +326,18 @@ class Node:
         Raises ``PullyError`` subclasses (``unavailable`` when the broker is down)."""
         if conn is not None and not self._identity(conn).may_publish(channel):
             raise Forbidden(f"not allowed to publish to {channel!r}")
-        return Published(await self.broker.publish(channel, data))
+        relationships = self.relationships.require()  # one document for the whole pipeline
+        result = await self.pipeline.run(
+            relationships, channel, data, None if conn is None else conn.client_id
+        )
+        if result is None:
+            return Published(None)
+        if result is not data and len(result) > self.settings.max_message_bytes:
+            raise TooLarge(
+                f"the functions made the message {len(result)} bytes; the limit is "
+                f"{self.settings.max_message_bytes} (PULLY_MAX_MESSAGE_BYTES)"
+            )
+        return Published(await self.broker.publish(channel, result))
 
     async def history(self, conn: Conn, channel: str, limit: int | None) -> History:
         self._check_read(conn, channel)
@@ -333,7 +380,9 @@ class Node:
     # -- reporting ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
-        healthy = self.broker.connected and not self.draining
+        healthy = (
+            self.broker.connected and not self.draining and self.relationships.version is not None
+        )
         return {
             "status": "ok" if healthy else ("draining" if self.draining else "unavailable"),
             "node": self.id,
@@ -344,6 +393,7 @@ class Node:
             "connections": len(self.connections),
             "channels": len(self.hub),
             "subscriptions": self.hub.subscriptions,
+            "relationships": self.relationships.describe(),
             "uptime": round(time.time() - self.started_at, 3),
         }
 

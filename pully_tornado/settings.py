@@ -165,6 +165,13 @@ OPTIONS: tuple[Option, ...] = (
         "Runtime of functions the relationships document does not configure.",
     ),
     Option(
+        "function_workers",
+        "PULLY_FUNCTION_WORKERS",
+        _int(1, 64),
+        "2",
+        "Worker processes running local functions (each runs one call at a time).",
+    ),
+    Option(
         "admin_token",
         "PULLY_ADMIN_TOKEN",
         _optional,
@@ -334,6 +341,7 @@ class Settings:
     store: str = "file://./relationships.json"
     functions_dir: str = "./functions"
     functions_runtime: str = "local"
+    function_workers: int = 2
     admin_token: str | None = None
     jwt_secret: str | None = None
     max_message_bytes: int = 64 * KIB

@@ -75,14 +75,16 @@ def settings_overrides() -> dict[str, Any]:
 
 @pytest.fixture
 def settings(
-    request: pytest.FixtureRequest, engine: str, settings_overrides: dict[str, Any]
+    request: pytest.FixtureRequest, engine: str, settings_overrides: dict[str, Any], tmp_path: Path
 ) -> Settings:
     redis_url = None
     if engine == "redis":
         server = request.getfixturevalue("redis_server")
         server.client().flushall()  # offsets start from scratch in every test
         redis_url = server.url
-    return make_settings(redis_url=redis_url, **settings_overrides)
+    overrides = {"store": f"file://{tmp_path}/relationships.json",
+                 "functions_dir": str(tmp_path / "functions"), **settings_overrides}  # fmt: skip
+    return make_settings(redis_url=redis_url, **overrides)
 
 
 @pytest.fixture
@@ -129,14 +131,19 @@ def connect(
 
 
 class LocalCluster:
-    """Several in-process nodes, each with its own HTTP server, sharing one event loop."""
+    """Several in-process nodes, each with its own HTTP server, sharing one event loop. By
+    default each has its own relationships file and functions folder under ``workdir``."""
 
-    def __init__(self, io_loop: tornado.ioloop.IOLoop) -> None:
+    def __init__(self, io_loop: tornado.ioloop.IOLoop, workdir: Path) -> None:
         self.io_loop = io_loop
+        self.workdir = workdir
         self.nodes: list[tuple[Node, tornado.httpserver.HTTPServer, int]] = []
 
     async def add(self, **overrides: Any) -> tuple[Node, str]:
-        node = Node(make_settings(node_id=f"node{len(self.nodes)}", **overrides))
+        name = f"node{len(self.nodes)}"
+        overrides.setdefault("store", f"file://{self.workdir}/{name}/relationships.json")
+        overrides.setdefault("functions_dir", str(self.workdir / "functions"))
+        node = Node(make_settings(node_id=name, **overrides))
         await node.start()
         if node.settings.redis_url:
             await _until_connected(node)
@@ -163,8 +170,8 @@ def cluster_redis(redis_server: RedisServer) -> RedisServer:
 
 
 @pytest.fixture
-def local_cluster(io_loop: tornado.ioloop.IOLoop) -> Iterator[LocalCluster]:
-    cluster = LocalCluster(io_loop)
+def local_cluster(io_loop: tornado.ioloop.IOLoop, tmp_path: Path) -> Iterator[LocalCluster]:
+    cluster = LocalCluster(io_loop, tmp_path)
     yield cluster
     io_loop.run_sync(cluster.close)
 

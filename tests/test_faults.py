@@ -171,7 +171,11 @@ async def _add_unconnected(cluster: LocalCluster, redis_url: str) -> tuple[Node,
 
     from .conftest import make_settings
 
-    node = Node(make_settings(node_id="early", redis_url=redis_url))
+    node = Node(
+        make_settings(
+            node_id="early", redis_url=redis_url, store=f"file://{cluster.workdir}/early.json"
+        )
+    )
     await node.start()
     server = make_server(node)
     [sock] = tornado.netutil.bind_sockets(0, "127.0.0.1")

@@ -58,8 +58,10 @@ class JsonHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(exc, PullyError):
-            self.fail(exc)
+            self.fail(exc, getattr(exc, "problems", None))
             return
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(self.allowed_methods()))
         reason = self._reason if isinstance(exc, tornado.web.HTTPError) else "internal error"
         code = _HTTP_CODES.get(status_code, "internal" if status_code >= 500 else "bad_request")
         self.write_json(
@@ -71,6 +73,16 @@ class JsonHandler(tornado.web.RequestHandler):
                 "error": [{"message": reason}],
             },
         )
+
+    @classmethod
+    def allowed_methods(cls) -> list[str]:
+        """The HTTP methods this handler implements (for ``Allow`` on a 405)."""
+        base = tornado.web.RequestHandler
+        return [
+            m
+            for m in cls.SUPPORTED_METHODS
+            if getattr(cls, m.lower()) is not getattr(base, m.lower())
+        ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, PullyError) and value.status < 500:

@@ -1,0 +1,1 @@
+"""Channel functions: per-channel middleware that transforms or drops each published message."""
