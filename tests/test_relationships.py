@@ -64,10 +64,12 @@ def test_valid_documents(doc: dict[str, Any]) -> None:
         ({"channels": {}, "functions": {"f": {"runtime": "docker", "timeout": 0, "x": 1}}}, [
             "functions.f.runtime: Must be one of: local, lambda, http.",
             "functions.f.timeout: Must be greater than 0", "functions.f.x: Unknown field."]),
+        ({"channels": {}, "functions": {"f": {"runtime": None}}},
+         ["functions.f.runtime: Must be one of: local, lambda, http."]),
         ({"channels": {}, "functions": {"f": {"runtime": "http"}}},
          ["functions.f.url: required when runtime is http"]),
         ({"channels": {}, "functions": {"f": {"runtime": "http", "url": "ftp://x/y"}}},
-         ["functions.f.url: Not a valid URL."]),
+         ["functions.f.url: not an http(s) URL"]),
         ({"channels": {}, "functions": {"f": {"runtime": "local", "url": "http://a", "name": "n"}}},
          ["functions.f.name: only used with runtime lambda",
           "functions.f.url: only used with runtime http"]),

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import tornado.web
 
-from ..errors import BadRequest, Forbidden, PullyError, TooLarge, Unauthorized
+from ..errors import BadRequest, Forbidden, Internal, PullyError, TooLarge, Unauthorized
 from ..node import Node
 
 logger = logging.getLogger("pully.http")
@@ -85,8 +85,12 @@ class JsonHandler(tornado.web.RequestHandler):
         ]
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, PullyError) and value.status < 500:
-            return  # the client's mistake, already answered
+        """Expected failures are one line (the access log has the status); tracebacks are for
+        bugs only."""
+        if isinstance(value, PullyError) and not isinstance(value, Internal):
+            if value.status >= 500:
+                logger.warning("%s %s: %s", self.request.method, self.request.path, value.message)
+            return
         super().log_exception(typ, value, tb)
 
     def require_admin(self) -> None:

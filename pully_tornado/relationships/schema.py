@@ -153,7 +153,9 @@ class LambdaFunctionSchema(_FunctionSchema):
 class HttpFunctionSchema(_FunctionSchema):
     runtime = _runtime("http")
     url = fields.String(
-        required=True, validate=validate.Regexp(HTTP_URL, error="not an http(s) URL")
+        required=True,
+        validate=validate.Regexp(HTTP_URL, error="not an http(s) URL"),
+        error_messages={"required": "required when runtime is http"},
     )
 
 
@@ -164,18 +166,35 @@ FUNCTION_SCHEMAS: dict[str | None, type[_FunctionSchema]] = {
 
 
 class FunctionField(fields.Field[FunctionSpec]):
-    """A function's settings, validated by the schema of its ``runtime``."""
+    """A function's settings, validated by the schema of its ``runtime``; every problem is
+    reported, a misplaced ``url`` or ``name`` with the runtime it belongs to."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> FunctionSpec:
         if not isinstance(value, dict):
             raise ValidationError("must be an object")
         runtime = value.get("runtime")
-        schema = (
-            FUNCTION_SCHEMAS.get(runtime) if runtime is None or isinstance(runtime, str) else None
-        )
+        if "runtime" in value and not isinstance(runtime, str):
+            schema = None  # an explicit null is not "absent"
+        else:
+            schema = FUNCTION_SCHEMAS.get(runtime)
+        problems: dict[str, Any] = {}
         if schema is None:
-            raise ValidationError({"runtime": [f"Must be one of: {', '.join(RUNTIMES)}."]})
-        spec = schema().load(value)
+            problems["runtime"] = [f"Must be one of: {', '.join(RUNTIMES)}."]
+            schema = DefaultFunctionSchema  # still check the other fields
+        if "url" in value and runtime != "http":
+            problems["url"] = ["only used with runtime http"]
+        if "name" in value and runtime not in (None, "lambda"):
+            problems["name"] = ["only used with runtime lambda"]
+        fields_to_check = {k: v for k, v in value.items() if k not in problems}
+        if schema is DefaultFunctionSchema:
+            fields_to_check.pop("runtime", None)
+        try:
+            spec = schema().load(fields_to_check)
+        except ValidationError as exc:
+            assert isinstance(exc.messages, dict)
+            problems.update(exc.messages)
+        if problems:
+            raise ValidationError(problems)
         assert isinstance(spec, FunctionSpec)
         return spec
 
