@@ -1,0 +1,129 @@
+"""What the client hands to the application: messages, positions, history, presence, events."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from .subscription import Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """A place in a channel's sequence: offsets rise by one per message within one epoch; a new
+    epoch means the sequence restarted, so offsets of different epochs are never compared."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One published message as a subscriber receives it."""
+
+    channel: str
+    data: Any
+    offset: int
+    epoch: str
+
+    @property
+    def position(self) -> Position:
+        return Position(self.offset, self.epoch)
+
+    @classmethod
+    def from_frame(cls, frame: dict[str, Any]) -> Message:
+        return cls(frame["channel"], frame.get("data"), int(frame["offset"]), str(frame["epoch"]))
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """A channel's retained messages, oldest first, and its latest position."""
+
+    channel: str
+    messages: list[Message]
+    offset: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEntry:
+    """One subscriber of a presence channel: its connection id and its user (None: anonymous)."""
+
+    client: str
+    user: str | None
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Connected:
+    """A connection is up (``welcome`` received); ``reconnect`` is False the first time."""
+
+    url: str
+    client: str
+    node: str
+    user: str | None
+    reconnect: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Disconnected:
+    """The connection ended. ``code`` is the WebSocket close code (1006 or None: it just
+    dropped; 1012: the node drained), ``reconnecting`` False once the client stops for good."""
+
+    url: str
+    code: int | None
+    reason: str
+    reconnecting: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnecting:
+    """The client waits ``delay`` seconds, then tries ``url``; ``attempt`` counts from 0 since
+    the last successful connection; ``error`` is why the previous attempt failed, if it did."""
+
+    attempt: int
+    delay: float
+    url: str
+    error: BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """Something failed without a caller to raise it to: a refused resubscribe, a handshake
+    refusal while reconnecting, a message handler that raised. ``channel`` when it concerns one."""
+
+    error: BaseException
+    channel: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecoveryFailed:
+    """A resubscribe after a reconnect could not recover what was missed (``recovered: false``:
+    the epoch changed or history no longer covers the gap). Nothing was replayed; messages
+    continue live from ``position``. Reload the channel's state from your source of truth."""
+
+    channel: str
+    subscription: Subscription
+    previous: Position | None
+    position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceEvent:
+    """``join`` or ``leave`` on a presence channel this client is subscribed to."""
+
+    kind: Literal["join", "leave"]
+    channel: str
+    client: str
+    user: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FrameEvent:
+    """Every protocol frame, ``in`` (from the node) or ``out`` (to it): for logs and debugging."""
+
+    direction: Literal["in", "out"]
+    frame: dict[str, Any]

@@ -1,0 +1,129 @@
+"""The client's subscriptions across connections: what to (re)subscribe on each new connection,
+from which position, and where each channel's messages go."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from .backoff import Backoff
+from .connection import Connection
+from .emitter import Emitter
+from .errors import ConnectionLost, PullyClientError, RateLimited, Unavailable, server_error
+from .models import ErrorEvent, Position, RecoveryFailed
+from .subscription import Subscription
+
+
+class Subscriptions:
+    """One :class:`Subscription` per channel, kept across reconnects.
+
+    On every connection each subscription is sent once, with ``since`` = its position when it
+    has one; the reply is applied as it is read (before the channel's next message is
+    dispatched). A refused resubscribe is retried with backoff when the refusal is temporary
+    (``unavailable``, ``rate_limited``) and ends the subscription otherwise; either way the
+    ``error`` event says so, since no caller is waiting. ``recovered: false`` becomes the
+    ``recovery_failed`` event.
+    """
+
+    def __init__(self, emitter: Emitter, backoff: Backoff) -> None:
+        self._emitter = emitter
+        self._backoff = backoff
+        self._by_channel: dict[str, Subscription] = {}
+
+    def __contains__(self, channel: str) -> bool:
+        return channel in self._by_channel
+
+    def __iter__(self) -> Iterator[Subscription]:
+        return iter(list(self._by_channel.values()))
+
+    def as_dict(self) -> dict[str, Subscription]:
+        return dict(self._by_channel)
+
+    def add(self, sub: Subscription) -> None:
+        self._by_channel[sub.channel] = sub
+
+    def remove(self, sub: Subscription) -> bool:
+        """Forget ``sub``; False if it was not (or no longer) registered."""
+        if self._by_channel.get(sub.channel) is not sub:
+            return False
+        del self._by_channel[sub.channel]
+        return True
+
+    def end_all(self, error: BaseException | None, failure: BaseException) -> None:
+        """End every subscription (iterators raise ``error``; unconfirmed ones ``failure``)."""
+        for sub in self:
+            if not sub._ready.done():
+                sub._ready.set_exception(failure)
+                sub._ready.exception()
+            sub._end(error)
+        self._by_channel.clear()
+
+    def on_message(self, frame: dict[str, Any]) -> None:
+        sub = self._by_channel.get(str(frame.get("channel")))
+        if sub is not None:
+            sub._on_message(frame)
+
+    async def send_all(self, conn: Connection) -> None:
+        """Send every subscription not yet sent on ``conn``, those added meanwhile included."""
+        while unsent := [s for s in self if s._sent_on is not conn]:
+            for sub in unsent:
+                await self.send(sub, conn)
+
+    async def send(self, sub: Subscription, conn: Connection) -> None:
+        """Send ``sub``'s subscribe on ``conn`` (once per connection), ``since`` its position."""
+        if sub._sent_on is conn or not sub.active:
+            return
+        sub._sent_on = conn
+        since = sub.position
+        frame: dict[str, Any] = {"type": "subscribe", "channel": sub.channel}
+        if since is not None:
+            frame["since"] = {"offset": since.offset, "epoch": since.epoch}
+        with contextlib.suppress(ConnectionLost):  # the next connection sends it again
+            await conn.send_command(frame, lambda reply: self._on_reply(conn, sub, since, reply))
+
+    def _on_reply(
+        self, conn: Connection, sub: Subscription, since: Position | None, reply: dict[str, Any]
+    ) -> None:
+        if self._by_channel.get(sub.channel) is not sub:
+            if reply.get("type") == "subscribed":  # given up on meanwhile: tell the node
+                self._emitter.spawn(_quiet_unsubscribe(conn, sub.channel), "unsubscribe")
+            return
+        if reply.get("type") == "error":
+            self._on_refused(conn, sub, server_error(reply))
+            return
+        recovered = sub._on_subscribed(reply)
+        sub._retries = 0
+        if not sub._ready.done():
+            sub._ready.set_result(None)
+        if recovered is False:
+            assert sub.position is not None
+            self._emitter.emit(
+                "recovery_failed", RecoveryFailed(sub.channel, sub, since, sub.position)
+            )
+
+    def _on_refused(self, conn: Connection, sub: Subscription, error: PullyClientError) -> None:
+        if not sub._confirmed:  # the subscribe() call is waiting: it raises the error
+            self.remove(sub)
+            sub._end(error)
+            return
+        self._emitter.emit("error", ErrorEvent(error, sub.channel))
+        if isinstance(error, Unavailable | RateLimited):
+            self._emitter.spawn(self._retry(sub, conn), f"resubscribe {sub.channel}")
+        else:
+            self.remove(sub)
+            sub._end(error)
+
+    async def _retry(self, sub: Subscription, conn: Connection) -> None:
+
+        await asyncio.sleep(self._backoff.delay(sub._retries))
+        sub._retries += 1
+        if conn.active and self._by_channel.get(sub.channel) is sub:
+            sub._sent_on = None
+            await self.send(sub, conn)
+
+
+async def _quiet_unsubscribe(conn: Connection, channel: str) -> None:
+    with contextlib.suppress(PullyClientError):
+        await conn.command({"type": "unsubscribe", "channel": channel})
