@@ -1,0 +1,106 @@
+"""The examples in docs/relationships.md and docs/functions.md, run as written against a live
+`pully serve`: code blocks become the function files, shell commands run (with the node's
+address for localhost:8080) and must print what the comments under them say."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from pully_tornado.relationships import load
+
+from .support import ROOT, PullyProcess, WSClient
+
+EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\n```(\w+)\n(.*?)```", re.S)
+
+
+def examples(doc: str) -> dict[str, tuple[str, str]]:
+    text = (ROOT / "docs" / doc).read_text()
+    return {name: (lang, body) for name, lang, body in EXAMPLE.findall(text)}
+
+
+def commands(script: str) -> list[tuple[str, str]]:
+    """(command, expected output) pairs: a command, then the ``# `` lines under it."""
+    pairs: list[tuple[str, str]] = []
+    command, expected = "", []
+    for line in script.replace("\\\n", " ").splitlines():
+        if line.startswith("# "):
+            expected.append(line[2:])
+        elif line.strip():
+            if command:
+                pairs.append((command, "".join(expected)))
+            command, expected = line, []
+    pairs.append((command, "".join(expected)))
+    return pairs
+
+
+def matches(got: Any, want: Any) -> bool:
+    """Equal, where the docs write "..." for a value that changes from run to run."""
+    if want == "...":
+        return True
+    if isinstance(want, dict):
+        return (
+            isinstance(got, dict)
+            and got.keys() == want.keys()
+            and all(matches(got[k], want[k]) for k in want)
+        )
+    if isinstance(want, list):
+        return (
+            isinstance(got, list)
+            and len(got) == len(want)
+            and all(matches(g, w) for g, w in zip(got, want, strict=True))
+        )
+    return bool(got == want)
+
+
+def run_shell(script: str, node: PullyProcess) -> None:
+    for command, expected in commands(script):
+        command = command.replace("localhost:8080", f"127.0.0.1:{node.port}")
+        out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=20)
+        assert out.returncode == 0, out.stderr
+        got, want = orjson.loads(out.stdout), orjson.loads(expected)
+        assert matches(got, want), f"{command}\n got: {got}\nwant: {want}"
+
+
+def test_the_documented_relationships_document_is_valid() -> None:
+    lang, body = examples("relationships.md")["relationships-document"]
+    assert lang == "json"
+    rel = load(orjson.loads(body))
+    assert rel.pipeline_for("orders:eu:42") == ("enrich", "gdpr")
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_relationships_examples_run_as_written(
+    processes: Callable[..., PullyProcess],
+) -> None:
+    node = processes()
+    run_shell(examples("relationships.md")["post-relationships"][1], node)
+    run_shell(examples("relationships.md")["post-relationships-invalid"][1], node)
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_functions_examples_run_as_written(
+    processes: Callable[..., PullyProcess], tmp_path: Path
+) -> None:
+    docs = examples("functions.md")
+    for name in ("uppercase", "no-spam"):
+        lang, code = docs[name]
+        target = code.splitlines()[0].removeprefix("# ")
+        assert lang == "python" and target == f"functions/{name}/handler.py"
+        (tmp_path / target).parent.mkdir(parents=True)
+        (tmp_path / target).write_text(code)
+    node = processes()  # in tmp_path, like `./scripts/serve` in the project folder
+    subscriber = await WSClient.connect(node.ws_url)
+    await subscriber.subscribe("chat")
+    run_shell(docs["attach-and-publish"][1], node)
+    [message] = await subscriber.messages(1)
+    assert (message["data"], message["offset"]) == ({"text": "HELLO"}, 1)
+    await subscriber.no_message(0.3)  # the spam was dropped
