@@ -1,0 +1,12 @@
+"""The deploy code's one exception (no boto3 here: the CLI imports it for every command)."""
+
+from __future__ import annotations
+
+from ..errors import PullyError
+
+
+class DeployError(PullyError):
+    """Something the operator must fix; ``message`` is one line that says what and how."""
+
+    code = "deploy_failed"
+    status = 500
