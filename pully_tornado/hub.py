@@ -16,6 +16,7 @@ it is *fresh* until the cursor passes that position, and is not sent what it alr
 
 from __future__ import annotations
 
+import asyncio
 from typing import Protocol
 
 from .protocol import text_frame
@@ -31,6 +32,41 @@ class Conn(Protocol):
         """Queue one complete WebSocket frame; never raises, never blocks."""
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
+
+
+class Flushable(Protocol):
+    def write_pending(self) -> None:
+        """Write everything queued for this connection."""
+
+
+class Outbox:
+    """Connections with frames queued in this loop tick, written once at the end of the tick.
+
+    A connection queues its frames (replies and messages alike, in order) and registers here
+    once per tick; one callback per tick then lets each of them write all its frames at once.
+    Several messages for one client in one tick cost one write."""
+
+    __slots__ = ("_loop", "_pending", "_scheduled")
+
+    def __init__(self) -> None:
+        self._pending: list[Flushable] = []
+        self._scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def add(self, conn: Flushable) -> None:
+        self._pending.append(conn)
+        if not self._scheduled:
+            self._scheduled = True
+            loop = self._loop
+            if loop is None:
+                loop = self._loop = asyncio.get_running_loop()
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._scheduled = False
+        pending, self._pending = self._pending, []
+        for conn in pending:
+            conn.write_pending()
 
 
 class Channel:
@@ -57,6 +93,7 @@ class Hub:
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
         self.subscriptions = 0
+        self.outbox = Outbox()
 
     def __contains__(self, channel: str) -> bool:
         return channel in self.channels

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import tornado.websocket
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 from .. import protocol
 from ..auth import ANONYMOUS, Identity, authenticate
@@ -38,6 +38,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._identity: Identity = ANONYMOUS
         self._bucket: TokenBucket | None = None
         self._expiry: asyncio.TimerHandle | None = None
+        self._out: list[bytes] | None = None  # frames queued in this loop tick
+        self._stream_out: IOStream | None = None  # set while the connection is open
+        self._sock: Any = None  # the raw socket, for writes that skip IOStream
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -81,18 +84,27 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: str, **kwargs: str) -> None:
         self.client_id = secrets.token_urlsafe(12)
-        stream = self._stream()
-        if stream is not None:
+        stream = getattr(self.ws_connection, "stream", None)
+        if isinstance(stream, IOStream):
             stream.max_write_buffer_size = self.node.settings.max_buffer_bytes
+            self._stream_out = stream
+            if type(stream) is IOStream:  # plain TCP (not TLS): raw sends are safe
+                self._sock = stream.socket
         self.node.register(self, self._identity)
         self._schedule_expiry()
         self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
 
     def on_close(self) -> None:
+        self._stream_out = self._sock = self._out = None
         if self._expiry is not None:
             self._expiry.cancel()
         if self.client_id:
             self.node.unregister(self)
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.write_pending()  # frames queued before the close frame go out before it
+        self._stream_out = self._sock = None
+        super().close(code, reason)
 
     def _schedule_expiry(self) -> None:
         if self._expiry is not None:
@@ -109,18 +121,37 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _stream(self) -> Any:
-        conn = self.ws_connection
-        return getattr(conn, "stream", None) if conn is not None else None
-
     def write_frame(self, frame: bytes) -> None:
-        """Queue a complete frame on the socket. A client whose unread output passes
+        """Queue a complete frame; it is written at the end of this loop tick, together with
+        every other frame queued for this connection meanwhile, in order."""
+        out = self._out
+        if out is not None:
+            out.append(frame)
+        elif self._stream_out is not None:
+            self._out = [frame]
+            self.node.hub.outbox.add(self)
+
+    def write_pending(self) -> None:
+        """Write the queued frames: straight to the socket when Tornado has nothing pending
+        for it, through the IOStream otherwise. A client whose unread output passes
         ``PULLY_MAX_BUFFER_BYTES`` is a slow consumer: it is closed with 4008."""
-        stream = self._stream()
-        if stream is None:
+        out, self._out = self._out, None
+        stream = self._stream_out
+        if not out or stream is None:
             return
+        data: bytes | memoryview = out[0] if len(out) == 1 else b"".join(out)
+        if self._sock is not None and not stream.writing():
+            try:
+                sent = self._sock.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the connection is gone; Tornado's reader notices and closes it
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         try:
-            stream.write(frame)
+            stream.write(data)
         except StreamClosedError:
             pass
         except StreamBufferFullError:
