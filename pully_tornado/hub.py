@@ -33,6 +33,13 @@ class Conn(Protocol):
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
+    def send_ping(self) -> None: ...
+
+    def pong_overdue(self) -> bool: ...
+
+    def abort(self) -> None:
+        """Drop the connection at once, without a closing handshake (node shutdown)."""
+
 
 class Flushable(Protocol):
     def write_pending(self) -> None:

@@ -21,6 +21,7 @@ from .broker.base import History
 from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
 from .functions.pipeline import Pipeline
 from .hub import Channel, Conn, Hub
+from .keepalive import KeepAlive
 from .protocol import Since
 from .relationships import Relationships
 from .relationships.manager import RelationshipsManager
@@ -62,6 +63,7 @@ class Node:
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
         self.relationships = RelationshipsManager(store or create_store(settings))
+        self.keepalive = KeepAlive(settings.ping_interval, settings.ping_timeout)
         self.pipeline = Pipeline(settings)
         self.connections: dict[Conn, Identity] = {}
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
@@ -79,9 +81,19 @@ class Node:
     async def start(self) -> None:
         await self.broker.start(self)
         self._refresher = asyncio.create_task(self._refresh_presence_forever())
+        self.keepalive.start()
         await self.relationships.start()
 
     async def close(self) -> None:
+        """Stop everything: connections still open (normally drained before) are dropped."""
+        for conn in list(self.connections):
+            conn.abort()
+        if self.connections:
+            self._connections_gone.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await self._connections_gone.wait()
+        await self.keepalive.close()
         await self.relationships.close()
         if self._refresher is not None:
             self._refresher.cancel()
@@ -240,6 +252,7 @@ class Node:
 
     def register(self, conn: Conn, identity: Identity = ANONYMOUS) -> None:
         self.connections[conn] = identity
+        self.keepalive.add(conn)
 
     def reidentify(self, conn: Conn, identity: Identity) -> None:
         """Replace a connection's identity (token refresh); the user must stay the same."""
@@ -251,6 +264,7 @@ class Node:
         """Forget a closed connection and all its subscriptions."""
         if self.connections.pop(conn, None) is None:
             return
+        self.keepalive.remove(conn)
         for channel in conn.channels:
             self._leave(conn, channel)
             if self.hub.remove(channel, conn):

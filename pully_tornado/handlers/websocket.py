@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+import tornado.httputil
 import tornado.websocket
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
@@ -19,8 +20,12 @@ from ..errors import BadRequest, Internal, PullyError, RateLimited, Unauthorized
 from ..limits import TokenBucket
 from ..node import Node
 from ..protocol import Command, FrameRejected
+from .framing import chunked_protocol
 
 logger = logging.getLogger("pully.ws")
+
+PING_FRAME = b"\x89\x00"  # FIN + ping, no payload
+_NO_HEADERS = tornado.httputil.HTTPHeaders()  # shared, never written to
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -39,13 +44,15 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._bucket: TokenBucket | None = None
         self._expiry: asyncio.TimerHandle | None = None
         self._out: list[bytes] | None = None  # frames queued in this loop tick
+        self._awaiting_pong = False
         self._stream_out: IOStream | None = None  # set while the connection is open
         self._sock: Any = None  # the raw socket, for writes that skip IOStream
 
     # -- handshake ---------------------------------------------------------------------------
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        """Refuse before upgrading: 503 while draining or full, 401 without a valid token."""
+    def prepare(self) -> None:
+        """Refuse before upgrading: 503 while draining or full, 401 without a valid token.
+        (In ``prepare``, not ``get``: nothing of it stays on the connection's stack.)"""
         if self.node.draining or self.node.full:
             why = "draining" if self.node.draining else "node is at PULLY_MAX_CONNECTIONS"
             return self._refuse(Unavailable(f"not accepting connections: {why}"))
@@ -56,7 +63,10 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             except Unauthorized as exc:
                 self.set_header("WWW-Authenticate", 'Bearer realm="pully"')
                 return self._refuse(exc)
-        await super().get(*args, **kwargs)
+        return None
+
+    def get_websocket_protocol(self) -> Any:
+        return chunked_protocol(super().get_websocket_protocol())
 
     def _token(self) -> str | None:
         token = self.get_query_argument("token", None)
@@ -93,6 +103,27 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.node.register(self, self._identity)
         self._schedule_expiry()
         self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
+        self._release_handshake()
+
+    def _release_handshake(self) -> None:
+        """Drop what only the HTTP handshake needed: an idle connection keeps a few KB less.
+        (Tornado itself drops ``ui`` when the connection closes; nothing reads these after
+        the upgrade.)"""
+        self.request.headers = _NO_HEADERS
+        self.request.connection = None
+        self.request.server_connection = None
+        self._headers = _NO_HEADERS
+        self.ui = None  # type: ignore[assignment]
+
+    def send_ping(self) -> None:
+        self._awaiting_pong = True
+        self.write_frame(PING_FRAME)
+
+    def pong_overdue(self) -> bool:
+        return self._awaiting_pong
+
+    def on_pong(self, data: bytes) -> None:
+        self._awaiting_pong = False
 
     def on_close(self) -> None:
         self._stream_out = self._sock = self._out = None
@@ -100,6 +131,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self._expiry.cancel()
         if self.client_id:
             self.node.unregister(self)
+
+    def abort(self) -> None:
+        stream = self._stream_out or getattr(self.ws_connection, "stream", None)
+        self._stream_out = self._sock = self._out = None
+        if stream is not None:
+            stream.close()  # the reader sees the stream closed and the connection ends
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         self.write_pending()  # frames queued before the close frame go out before it
