@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import redis
 
 from .conftest import LocalCluster
 from .support import PullyProcess, RedisServer, WSClient, eventually
@@ -121,3 +122,18 @@ async def test_three_pully_serve_processes_form_one_cluster(
     assert {s.welcome["node"] for s in subs} == {f"{n.name}-{n.port}" for n in nodes}
     for c in subs + pubs:
         c.close()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_database_in_the_redis_url_is_the_one_used(
+    local_cluster: LocalCluster, cluster_redis: RedisServer
+) -> None:
+    url = cluster_redis.url.removesuffix("/0") + "/3"
+    _, ws_url = await local_cluster.add(redis_url=url)
+    client = await WSClient.connect(ws_url)
+    await client.subscribe("in-db-3")
+    assert (await client.publish("in-db-3", 1))["offset"] == 1
+    assert (await client.messages(1))[0]["data"] == 1
+    db3 = redis.Redis(host="127.0.0.1", port=cluster_redis.port, db=3)
+    assert db3.exists("pully:meta:{in-db-3}") and db3.exists("pully:hist:{in-db-3}")
+    assert not cluster_redis.client().exists("pully:meta:{in-db-3}")  # nothing in db 0

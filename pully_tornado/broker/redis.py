@@ -30,24 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
-import ssl
 import time
 from collections import deque
 from typing import Any
 
 import hiredis
-import redis.asyncio as aioredis
-from redis.asyncio.connection import parse_url
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from .. import protocol
 from ..errors import Unavailable
 from ..protocol import Since
 from ..settings import Settings
 from .base import Backoff, Broker, BrokerEvents, History, Position, covered, new_epoch
+from .resp import CommandLink, Link, LinkDown, RedisReplyError, open_link
 
 logger = logging.getLogger("pully.broker.redis")
 
@@ -129,8 +125,13 @@ end
 return redis.call('HVALS', KEYS[1])
 """
 
-POOL_SIZE = 32  # command connections per node
-COMMAND_TIMEOUT = 5.0  # seconds for a command (or a free pool connection) before 'unavailable'
+
+class _Script:
+    def __init__(self, body: str) -> None:
+        self.body = body.encode()
+        self.sha = hashlib.sha1(self.body).hexdigest().encode()
+
+
 SUBSCRIBE_TIMEOUT = 5.0
 IDLE_PING_AFTER = 10.0  # seconds without any traffic before the subscriber pings
 DEAD_AFTER = 25.0  # seconds without any traffic (pong included) before the link is dropped
@@ -153,63 +154,6 @@ def pubsub_channel(channel: str) -> bytes:
     return f"pully:ch:{{{channel}}}".encode()
 
 
-class _Link:
-    """One subscriber connection: a stream pair, a hiredis reader and a keepalive watchdog."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.parser = hiredis.Reader()
-        self.loop = asyncio.get_running_loop()
-        self.last_read = self.loop.time()
-        self.dead: str | None = None
-        self._watchdog: asyncio.TimerHandle | None = None
-
-    def send(self, *args: bytes | str) -> None:
-        self.writer.write(hiredis.pack_command(args))  # type: ignore[arg-type]
-
-    async def request(self, *args: bytes | str) -> Any:
-        """Send a command and read its reply (only before the link enters pub/sub mode)."""
-        self.send(*args)
-        while True:
-            reply = self.parser.gets()
-            if reply is not False:
-                if isinstance(reply, hiredis.ReplyError):
-                    raise RedisError(str(reply))
-                return reply
-            self.parser.feed(await self.read())
-
-    async def read(self) -> bytes:
-        data = await self.reader.read(262144)
-        if not data:
-            if self.dead:
-                raise TimeoutError(self.dead)
-            raise ConnectionResetError("redis closed the connection")
-        self.last_read = self.loop.time()
-        return data
-
-    def watch(self) -> None:
-        """Ping after IDLE_PING_AFTER quiet seconds; abort the link after DEAD_AFTER (the read
-        then fails). A timer rather than a timeout per read: cheaper, and cancellation-safe."""
-        idle = self.loop.time() - self.last_read
-        if idle >= DEAD_AFTER:
-            self.dead = f"redis did not answer a ping within {DEAD_AFTER:g}s"
-            self.writer.transport.abort()
-            return
-        if idle >= IDLE_PING_AFTER:
-            self.send(b"PING")
-            delay = DEAD_AFTER - idle
-        else:
-            delay = IDLE_PING_AFTER - idle
-        self._watchdog = self.loop.call_later(delay, self.watch)
-
-    def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-        with contextlib.suppress(Exception):
-            self.writer.close()
-
-
 class RedisBroker(Broker):
     kind = "redis"
 
@@ -220,26 +164,16 @@ class RedisBroker(Broker):
         self._history_size = str(settings.history_size)
         self._history_ttl = str(max(1, int(settings.history_ttl)))
         self._presence_ttl = settings.presence_ttl
-        # Bounded, and waiting for a free connection under bursts (the default pool refuses).
-        # No retries: a publish script that may have run must not run twice.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self._url,
-            max_connections=POOL_SIZE,
-            timeout=COMMAND_TIMEOUT,
-            retry=Retry(NoBackoff(), 0),
-            socket_timeout=COMMAND_TIMEOUT,
-            socket_connect_timeout=2.0,
-        )
-        self._client = aioredis.Redis(connection_pool=pool)
-        self._publish_script = self._client.register_script(PUBLISH_LUA)
-        self._history_script = self._client.register_script(HISTORY_LUA)
-        self._join_script = self._client.register_script(JOIN_LUA)
-        self._leave_script = self._client.register_script(LEAVE_LUA)
-        self._presence_script = self._client.register_script(PRESENCE_LUA)
+        self._commands = CommandLink(self._url)
+        self._publish_script = _Script(PUBLISH_LUA)
+        self._history_script = _Script(HISTORY_LUA)
+        self._join_script = _Script(JOIN_LUA)
+        self._leave_script = _Script(LEAVE_LUA)
+        self._presence_script = _Script(PRESENCE_LUA)
         self._channels: dict[bytes, str] = {}  # pub/sub channel -> Pully channel, wanted here
         self._control = {f"pully:{t}".encode(): t for t in CONTROL_TOPICS}
         self._waiters: dict[bytes, deque[asyncio.Future[None]]] = {}
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._events: BrokerEvents | None = None
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
@@ -260,7 +194,7 @@ class RedisBroker(Broker):
             self._task = None
         self._closing = True
         self._drop_link(Unavailable("broker closed"))
-        await self._client.aclose(close_connection_pool=True)
+        await self._commands.close()
 
     @property
     def connected(self) -> bool:
@@ -275,14 +209,12 @@ class RedisBroker(Broker):
         if self._link is None:  # our own subscribers could not receive it: do not ack
             raise Unavailable("redis is unreachable, message not published")
         try:
-            offset, epoch = await self._publish_script(
-                keys=[meta_key(channel), history_key(channel)],
-                args=[
-                    protocol.message_head(channel, data), new_epoch(), pubsub_channel(channel),
-                    self._meta_ttl, self._history_size, self._history_ttl,
-                ],
+            offset, epoch = await self._run(
+                self._publish_script, [meta_key(channel), history_key(channel)],
+                [protocol.message_head(channel, data), new_epoch(), pubsub_channel(channel),
+                 self._meta_ttl, self._history_size, self._history_ttl],
             )  # fmt: skip
-        except (RedisError, OSError) as exc:
+        except (LinkDown, RedisReplyError) as exc:
             raise Unavailable(f"redis is unreachable, message not published ({exc})") from None
         return Position(int(offset), epoch.decode())
 
@@ -303,12 +235,15 @@ class RedisBroker(Broker):
         messages = [fields[1] for _, fields in entries]
         return History(position, messages, offsets, covered(since, position, offsets))
 
-    async def _idempotent(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        return await self._commands.script(script.sha, script.body, keys, args)
+
+    async def _idempotent(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
         """Run a script that is safe to repeat, retrying once on a fresh connection."""
         for attempt in (1, 2):
             try:
-                return await script(keys=keys, args=args)
-            except (RedisError, OSError) as exc:
+                return await self._run(script, keys, args)
+            except (LinkDown, RedisReplyError) as exc:
                 if attempt == 2 or self._link is None:
                     raise Unavailable(f"redis is unreachable ({exc})") from None
         raise AssertionError("unreachable")
@@ -332,22 +267,22 @@ class RedisBroker(Broker):
     async def presence_refresh(self, entries: list[tuple[str, str, bytes]]) -> None:
         expires = int(time.time() + self._presence_ttl)
         ttl = int(self._presence_ttl) + 1
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for channel, client, info in entries:
-                    hash_key, zset_key = presence_keys(channel)
-                    pipe.hset(hash_key, client, info)
-                    pipe.zadd(zset_key, {client: expires})
-                    pipe.expire(hash_key, ttl)
-                    pipe.expire(zset_key, ttl)
-                await pipe.execute()
-        except (RedisError, OSError) as exc:
-            raise Unavailable(f"redis is unreachable, presence not refreshed ({exc})") from None
+        calls = []
+        for channel, client, info in entries:  # pipelined on the command link
+            hash_key, zset_key = presence_keys(channel)
+            calls += [self._commands.call(b"HSET", hash_key, client, info),
+                      self._commands.call(b"ZADD", zset_key, expires, client),
+                      self._commands.call(b"EXPIRE", hash_key, ttl),
+                      self._commands.call(b"EXPIRE", zset_key, ttl)]  # fmt: skip
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        failed = [r for r in results if isinstance(r, Exception)]
+        if failed:
+            raise Unavailable(f"redis is unreachable, presence not refreshed ({failed[0]})")
 
     async def publish_control(self, topic: str, payload: bytes) -> None:
         try:
-            await self._client.publish(f"pully:{topic}", payload)
-        except (RedisError, OSError) as exc:
+            await self._commands.call(b"PUBLISH", f"pully:{topic}", payload)
+        except (LinkDown, RedisReplyError) as exc:
             raise Unavailable(f"redis is unreachable, control message not sent ({exc})") from None
 
     async def subscribe(self, channel: str) -> None:
@@ -372,37 +307,16 @@ class RedisBroker(Broker):
 
     # -- the subscriber task -----------------------------------------------------------------
 
-    async def _open_link(self) -> _Link:
-        params: dict[str, Any] = dict(parse_url(self._url))
-        if "path" in params:
-            reader, writer = await asyncio.open_unix_connection(params["path"])
-        else:
-            tls = ssl.create_default_context() if self._url.startswith("rediss:") else None
-            reader, writer = await asyncio.open_connection(
-                params.get("host", "localhost"), params.get("port", 6379), ssl=tls
-            )
-        link = _Link(reader, writer)
-        try:
-            if params.get("password"):
-                auth = [params["username"]] if params.get("username") else []
-                await link.request("AUTH", *auth, params["password"])
-            await link.request("PING")
-        except BaseException:
-            link.close()
-            raise
-        return link
-
     async def _run_forever(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
         while True:
             try:
-                async with asyncio.timeout(5.0):
-                    link = await self._open_link()
+                link = await open_link(self._url)
                 backoff.reset()
                 await self._serve(link)
             except asyncio.CancelledError:
                 raise
-            except (RedisError, OSError, TimeoutError, EOFError) as exc:
+            except (LinkDown, RedisReplyError, OSError, TimeoutError, EOFError) as exc:
                 log = (
                     logger.warning
                     if self._link is not None or backoff.attempt == 0
@@ -412,13 +326,11 @@ class RedisBroker(Broker):
             except Exception:
                 logger.exception("redis subscriber failed; reconnecting")
             self._drop_link(Unavailable("redis connection lost"))
-            # pooled command connections to the lost server are stale: drop them all now rather
-            # than fail one publish per connection once it is back
-            with contextlib.suppress(Exception):
-                await self._client.connection_pool.disconnect()
+            # the command connection to the lost server is stale too: reconnect it on next use
+            self._commands.reset()
             await asyncio.sleep(backoff.next())
 
-    async def _serve(self, link: _Link) -> None:
+    async def _serve(self, link: Link) -> None:
         """Resubscribe everything on a fresh link, then read it until it fails."""
         wanted = [*self._control, *self._channels]
         for i in range(0, len(wanted), RESUBSCRIBE_BATCH):
@@ -432,7 +344,7 @@ class RedisBroker(Broker):
         self._events.on_broker_state(True)
         parser = link.parser
         events, channels = self._events, self._channels
-        link.watch()
+        link.watch(IDLE_PING_AFTER, DEAD_AFTER)
         while True:
             parser.feed(await link.read())
             while (reply := parser.gets()) is not False:
