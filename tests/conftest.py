@@ -7,6 +7,7 @@ on ``http_port``; every WebSocket test requests it.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,8 +26,23 @@ from pully_tornado.settings import Settings
 from .support import PullyProcess, RedisServer, WSClient
 
 
+@pytest.fixture(scope="session")
+def _session_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    asyncio.set_event_loop(None)
+    loop.close()
+
+
 @pytest.fixture(autouse=True)
-def _close_test_clients(request: pytest.FixtureRequest) -> Iterator[None]:
+def _current_loop(_session_loop: asyncio.AbstractEventLoop) -> None:
+    """Tornado's IOLoop() (pytest-tornado's io_loop) asks asyncio for the current loop to
+    restore later; with none set, asyncio makes one that nobody closes. Give it ours."""
+    asyncio.set_event_loop(_session_loop)
+
+
+@pytest.fixture(autouse=True)
+def _close_test_clients(request: pytest.FixtureRequest, _current_loop: None) -> Iterator[None]:
     if "io_loop" in request.fixturenames:
         request.getfixturevalue("io_loop")  # so clients close before the loop does
     yield
