@@ -25,9 +25,16 @@ from typing import Any
 
 import orjson
 
-from .procs import BenchError, RedisProcess, ServerProcess, raise_nofile_limit, wait_quiet
+from .procs import (
+    BenchError,
+    RedisProcess,
+    ServerProcess,
+    nofile_probe,
+    raise_nofile_limit,
+    wait_quiet,
+)
 from .report import append_jsonl, latest, read_jsonl, render, update_section
-from .scenarios import DEFAULT, PLANNED, SCENARIOS, Overrides, Scenario
+from .scenarios import DEFAULT, SCENARIOS, Overrides, Scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results" / "pully.jsonl"
@@ -38,20 +45,22 @@ QUIET_WAIT_S = 10.0
 
 
 def _epilog() -> str:
-    width = max(len(n) for n in [*SCENARIOS, *PLANNED])
+    width = max(len(n) for n in SCENARIOS)
     lines = ["scenarios:"]
     for s in SCENARIOS.values():
         body = textwrap.wrap(s.summary, 96 - width - 4) or [""]
         lines.append(f"  {s.name.ljust(width)}  {body[0]}")
         lines += [" " * (width + 4) + more for more in body[1:]]
     lines.append("  (default: " + " ".join(DEFAULT) + "; 'all' runs every scenario above)")
-    lines.append("planned, same names as the shared harness: " + ", ".join(PLANNED))
+    lines.append("  every scenario but cluster also runs --embedded (no Redis)")
     lines += [
         "",
         "examples:",
         "  python -m bench                            # fanout-1k and sat-1k, cluster mode",
         "  python -m bench fanout-1k --embedded       # in-process broker, no Redis",
+        "  python -m bench channels idle-mem conns-20k  # the many-channel and connection ones",
         "  python -m bench fanout-1k --quick --subs 50  # seconds: tests the harness, not Pully",
+        "  python -m bench sat-1k --server-arg=--uvloop  # pass a flag to every pully serve",
         "  python -m bench --shared                   # shared/bench side by side with the peers",
         "  python -m bench --report                   # latest results as markdown",
     ]
@@ -73,6 +82,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, help="fixed-rate scenarios: publishes/s")
     p.add_argument("--duration", type=float, help="fixed-rate scenarios: measured seconds")
     p.add_argument("--sat-budget", type=float, help="saturation scenarios: seconds of ramp")
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra argument for every 'pully serve' started (repeat it; use the = form for "
+        "flags: --server-arg=--uvloop)",
+    )
     p.add_argument(
         "--results", type=Path, default=RESULTS, help="JSON lines file to append to (%(default)s)"
     )
@@ -188,12 +205,32 @@ def run_scenario(
     workdir: Path,
     redis: RedisProcess | None,
     quiet_wait: bool,
+    server_args: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Fresh server(s), one generator run, everything stopped; the generator's result plus
-    ``host_busy_before_pct``. Failures come back as ``{"ok": False, "error": ...}``."""
+    ``host_busy_before_pct``. Failures come back as ``{"ok": False, "error": ...}``.
+
+    A scenario with ``nofile`` starts its server(s) with that open-files limit (``prlimit``)
+    and has the generator raise its own (``--nofile``). If this machine refuses (no
+    CAP_SYS_RESOURCE), the scenario still runs, with as many connections as the limits in force
+    leave room for, and its result says so (``nofile_refused``, and an error: the target was not
+    reached)."""
     busy = wait_quiet(QUIET_MAX_PCT, QUIET_WAIT_S) if quiet_wait else None
     redis_url = redis.url if redis and sc.server == "pully" else None
-    servers = [ServerProcess(workdir, redis_url, name, sc.server) for name in "ab"[: sc.nodes]]
+    extra = tuple(server_args) if sc.server == "pully" else ()
+    nofile, refused = sc.nofile, None
+    if nofile:
+        why = nofile_probe(nofile)
+        if why:
+            refused = f"the open-files limit could not be raised to {nofile}: {why}"
+            print(
+                f"[bench] {sc.name}: {refused}; going on with the limit in force", file=sys.stderr
+            )
+            nofile = 0
+    servers = [
+        ServerProcess(workdir, redis_url, name, sc.server, nofile=nofile, extra_args=extra)
+        for name in "ab"[: sc.nodes]
+    ]
     result: dict[str, Any]
     try:
         for server in servers:
@@ -205,6 +242,8 @@ def run_scenario(
         cmd += ["--redis-pid", str(redis.pid if redis_url and redis else 0)]
         cmd += ["--max-time", str(max_time)]
         cmd += sc.gen_args(ov)
+        if sc.nofile:
+            cmd += ["--server-fd-room", str(min(s.fd_room() for s in servers))]
         print(f"[bench] {sc.name}: {' '.join(cmd[2:])}", file=sys.stderr, flush=True)
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, cwd=ROOT, timeout=max_time + 30)
         lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
@@ -220,7 +259,17 @@ def run_scenario(
     result["host_busy_before_pct"] = busy
     if sc.server != "pully":
         result["server_mode"] = sc.server
-    result["server_cmd"] = " ".join(servers[0].command()[1:]) if servers else None
+    result["server_cmd"] = " ".join(servers[0].server_command()[1:]) if servers else None
+    if sc.nofile:
+        result["server_nofile_wanted"] = sc.nofile
+        result["server_launch"] = (
+            Path(servers[0].command()[0]).name if servers and nofile else None
+        )  # prlimit (or bash: ulimit) when the limit was raised
+    result["server_nofile"] = [s.nofile for s in servers]
+    if refused:
+        result["nofile_refused"] = refused
+        if not result.get("ok"):
+            result["error"] = f"{result.get('error')} ({refused})"
     return result
 
 
@@ -231,11 +280,8 @@ def pick_scenarios(names: Sequence[str]) -> list[Scenario]:
         return list(SCENARIOS.values())
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
-        planned = [n for n in unknown if n in PLANNED]
-        hint = f" ({', '.join(planned)}: planned, not built yet)" if planned else ""
         raise SystemExit(
-            f"python -m bench: unknown scenario {', '.join(unknown)}{hint}; "
-            f"known: {', '.join(SCENARIOS)}"
+            f"python -m bench: unknown scenario {', '.join(unknown)}; known: {', '.join(SCENARIOS)}"
         )
     return [SCENARIOS[n] for n in names]
 
@@ -262,7 +308,8 @@ def run_suite(opts: argparse.Namespace) -> list[dict[str, Any]]:
             print(f"[bench] redis-server on {redis.url} (pid {redis.pid})", file=sys.stderr)
         for sc in scenarios:
             t0 = time.monotonic()
-            result = run_scenario(sc, ov, workdir, redis, not (opts.quick or opts.no_quiet_wait))
+            quiet = not (opts.quick or opts.no_quiet_wait)
+            result = run_scenario(sc, ov, workdir, redis, quiet, opts.server_arg)
             record = {**meta, **result, "wall_s": round(time.monotonic() - t0, 1)}
             append_jsonl(opts.results, record)
             records.append(record)

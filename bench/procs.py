@@ -49,6 +49,88 @@ def raise_nofile_limit() -> int:
     return soft
 
 
+def ensure_nofile(want: int) -> int:
+    """Make this process's open-files limit (soft and, if need be, hard) at least ``want``;
+    return the soft limit now in force. Raising the hard limit needs root (CAP_SYS_RESOURCE):
+    if that is refused, :class:`BenchError` says so and what to do."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= want:
+        return want if soft == resource.RLIM_INFINITY else soft
+    new_hard = hard if hard == resource.RLIM_INFINITY or hard >= want else want
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, new_hard))
+    except (ValueError, OSError) as exc:
+        raise BenchError(
+            f"could not raise the open-files limit (RLIMIT_NOFILE) to {want}: soft {soft}, "
+            f"hard {hard}, setrlimit said {exc}; raising the hard limit needs root "
+            f"(CAP_SYS_RESOURCE): run as root, or raise it first (ulimit -Hn {want}, "
+            f"/etc/security/limits.conf, systemd LimitNOFILE=)"
+        ) from exc
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def _has_cap_sys_resource() -> bool | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) & (1 << 24))  # CAP_SYS_RESOURCE
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def nofile_probe(nofile: int) -> str | None:
+    """None if a child can be started with RLIMIT_NOFILE raised to ``nofile`` (the way
+    :func:`with_nofile` starts the server), else why not."""
+    try:
+        proc = subprocess.run(
+            with_nofile(["true"], nofile), capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if proc.returncode == 0:
+        return None
+    why = proc.stderr.strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hint = f"; the hard limit here is {hard} and raising it needs CAP_SYS_RESOURCE"
+    if os.geteuid() == 0 and _has_cap_sys_resource() is False:
+        hint += " (this process runs as root, but without that capability: a container?)"
+    return why[0] + hint
+
+
+def open_fds(pid: int | str = "self") -> int:
+    """How many file descriptors ``pid`` has open."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return 0
+
+
+def nofile_of(pid: int) -> int | None:
+    """The soft open-files limit of process ``pid`` (from ``/proc/PID/limits``)."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            for line in f:
+                if line.startswith("Max open files"):
+                    soft = line.split()[3]
+                    return 1 << 62 if soft == "unlimited" else int(soft)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def with_nofile(cmd: list[str], nofile: int) -> list[str]:
+    """``cmd`` run with RLIMIT_NOFILE raised to ``nofile`` (soft and hard), keeping its pid:
+    ``prlimit --nofile=N:N CMD`` (util-linux execs CMD), or ``bash -c 'ulimit -n N && exec
+    CMD'`` without prlimit. Either fails to start CMD if the limit cannot be raised."""
+    prlimit = shutil.which("prlimit")
+    if prlimit:
+        return [prlimit, f"--nofile={nofile}:{nofile}", *cmd]
+    script = f'ulimit -Hn {nofile} && ulimit -Sn {nofile} && exec "$@"'
+    return ["bash", "-c", script, "bash", *cmd]
+
+
 # -- /proc readers -------------------------------------------------------------------------------
 
 
@@ -226,15 +308,27 @@ def _redis_ping(port: int) -> bool:
 
 class ServerProcess:
     """``python -m pully_tornado serve`` on a free 127.0.0.1 port, cwd and log in ``workdir``
-    (``kind="stub"``: :mod:`bench.stub_server` instead, to measure the generator)."""
+    (``kind="stub"``: :mod:`bench.stub_server` instead, to measure the generator).
+
+    ``nofile`` > 0 starts it with that open-files limit (:func:`with_nofile`) and checks, once
+    it answers, that the limit took (:attr:`nofile`); ``extra_args`` go to ``pully serve``."""
 
     def __init__(
-        self, workdir: Path, redis_url: str | None, name: str = "a", kind: str = "pully"
+        self,
+        workdir: Path,
+        redis_url: str | None,
+        name: str = "a",
+        kind: str = "pully",
+        nofile: int = 0,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.workdir = workdir
         self.redis_url = redis_url
         self.name = name
         self.kind = kind
+        self.want_nofile = nofile
+        self.extra_args = extra_args
+        self.nofile: int | None = None  # the server's soft limit, read once it is up
         self.port = free_port()
         self.log_path = workdir / f"{kind}-{name}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -249,13 +343,29 @@ class ServerProcess:
         return f"127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
+        """What runs (with the open-files wrapper when ``nofile`` is set)."""
+        cmd = self.server_command()
+        return with_nofile(cmd, self.want_nofile) if self.want_nofile else cmd
+
+    def server_command(self) -> list[str]:
         if self.kind == "stub":
             return [sys.executable, "-m", "bench.stub_server", str(self.port)]
-        cmd = [sys.executable, "-m", "pully_tornado", "serve", "--host", "127.0.0.1"]
+        # no per-connection publish rate limit: one generator connection publishes for all,
+        # and the peers it is compared with have no such limit
+        cmd = [
+            sys.executable,
+            "-m",
+            "pully_tornado",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--publish-rate",
+            "0",
+        ]
         cmd += ["--port", str(self.port), "--node-id", f"bench-{self.name}-{self.port}"]
         if self.redis_url:
             cmd += ["--redis-url", self.redis_url]
-        return cmd
+        return cmd + list(self.extra_args)
 
     def start(self, timeout: float = 20.0) -> ServerProcess:
         """Start and wait until ``GET /healthz`` answers 200."""
@@ -272,6 +382,7 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise BenchError(
                     f"{self.kind} server exited with {self.proc.returncode}; see {self.log_path}"
+                    + self._log_tail()
                 )
             if time.monotonic() > deadline:
                 self.stop()
@@ -279,7 +390,26 @@ class ServerProcess:
                     f"{self.kind} server not healthy after {timeout}s; see {self.log_path}"
                 )
             time.sleep(0.1)
+        self.nofile = nofile_of(self.proc.pid)
+        if self.want_nofile and (self.nofile or 0) < self.want_nofile:
+            self.stop()
+            raise BenchError(
+                f"the {self.kind} server's open-files limit is {self.nofile}, not "
+                f"{self.want_nofile}: {self.command()[0]} did not raise it (root needed?)"
+            )
         return self
+
+    def fd_room(self, headroom: int = 32) -> int:
+        """Connections the server can still accept before its open-files limit (what it has
+        open now and ``headroom`` for the publisher, health checks and the like aside)."""
+        return max(0, (self.nofile or 0) - open_fds(self.pid) - headroom)
+
+    def _log_tail(self, lines: int = 5) -> str:
+        try:
+            tail = self.log_path.read_text(errors="replace").strip().splitlines()[-lines:]
+        except OSError:
+            return ""
+        return (": " + " | ".join(tail)) if tail else ""
 
     def healthy(self) -> bool:
         url = f"http://{self.target}/healthz"

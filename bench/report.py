@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from .scenarios import SCENARIOS
 
 
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
@@ -89,9 +91,49 @@ SAT_HEAD = (
 )
 
 
+CHANNELS_HEAD = (
+    "scenario",
+    "server CPU µs/publish",
+    "server CPU µs/msg",
+    "p99 ms own / shared channel",
+    "lost",
+    "delivered msg/s",
+    "server CPU %",
+    "server RSS MB",
+    "gen CPU %",
+    "other CPU %",
+)
+CLUSTER_HEAD = (
+    "scenario",
+    "delivered msg/s",
+    "latency p50 / p99 / max ms",
+    "p99 ms local / remote node",
+    "lost",
+    "server CPU µs/msg (all nodes)",
+    "server CPU % per node",
+    "gen CPU %",
+    "other CPU %",
+)
+CONNS_HEAD = (
+    "scenario",
+    "connected",
+    "server RSS MB (0 → N)",
+    "bytes/conn",
+    "connect s (conns/s)",
+    "broadcast lost / p99 / max ms",
+    "idle server CPU %",
+    "open files (server / gen)",
+    "notes",
+)
+
+
+def _error_row(d: dict[str, Any], width: int) -> list[str]:
+    return [_label(d), f"ERROR: {d.get('error')}", *[""] * (width - 2)]
+
+
 def fixed_row(d: dict[str, Any]) -> list[str]:
     if not d.get("ok"):
-        return [_label(d), f"ERROR: {d.get('error')}", *[""] * (len(FIXED_HEAD) - 2)]
+        return _error_row(d, len(FIXED_HEAD))
     return [
         _label(d),
         fmt(d.get("delivered_per_s"), 0),
@@ -105,9 +147,77 @@ def fixed_row(d: dict[str, Any]) -> list[str]:
     ]
 
 
+def _p99(d: dict[str, Any], key: str) -> str:
+    return fmt((d.get(key) or {}).get("p99"))
+
+
+def channels_row(d: dict[str, Any]) -> list[str]:
+    if not d.get("ok"):
+        return _error_row(d, len(CHANNELS_HEAD))
+    return [
+        _label(d),
+        fmt(d.get("server_cpu_us_per_publish")),
+        fmt(d.get("server_cpu_us_per_msg")),
+        f"{_p99(d, 'lat_ms_own')} / {_p99(d, 'lat_ms_shared')}",
+        f"{fmt(d.get('lost'))} of {fmt(d.get('expected'))}",
+        fmt(d.get("delivered_per_s"), 0),
+        fmt(d.get("server_cpu_pct")),
+        fmt(d.get("server_rss_mb")),
+        fmt(d.get("gen_cpu_pct")),
+        fmt(d.get("other_cpu_pct")),
+    ]
+
+
+def cluster_row(d: dict[str, Any]) -> list[str]:
+    if not d.get("ok"):
+        return _error_row(d, len(CLUSTER_HEAD))
+    return [
+        _label(d),
+        fmt(d.get("delivered_per_s"), 0),
+        _lat(d),
+        f"{_p99(d, 'lat_ms_local')} / {_p99(d, 'lat_ms_remote')}",
+        f"{fmt(d.get('lost'))} of {fmt(d.get('expected'))}",
+        fmt(d.get("server_cpu_us_per_msg")),
+        " / ".join(fmt(x) for x in d.get("server_nodes_cpu_pct") or []) or fmt(None),
+        fmt(d.get("gen_cpu_pct")),
+        fmt(d.get("other_cpu_pct")),
+    ]
+
+
+def conns_row(d: dict[str, Any]) -> list[str]:
+    if d.get("subs") is None:  # nothing measured: the server or the generator did not start
+        return _error_row(d, len(CONNS_HEAD))
+    conn = d.get("connect") or {}
+    broadcast = "\N{EN DASH}"
+    if d.get("broadcast_ms") is not None:
+        b = d["broadcast_ms"]
+        broadcast = f"{fmt(d.get('lost'))} / {fmt(b.get('p99'))} / {fmt(b.get('max'))}"
+    nofile = d.get("server_nofile") or [None]
+    return [
+        _label(d),
+        f"{fmt(d.get('subs'))} of {fmt(d.get('requested'))}",
+        f"{fmt(d.get('server_rss_mb_0'))} → {fmt(d.get('server_rss_mb_n'))}",
+        fmt(d.get("bytes_per_conn")),
+        f"{fmt((conn.get('ms') or 0) / 1000)} ({fmt(conn.get('per_s'), 0)})",
+        broadcast,
+        fmt(d.get("idle_server_cpu_pct")),
+        f"{fmt(nofile[0])} / {fmt(d.get('gen_nofile'))}",
+        _conns_note(d),
+    ]
+
+
+def _conns_note(d: dict[str, Any]) -> str:
+    refused = " (open-files limit not raised)" if d.get("nofile_refused") else ""
+    if d.get("ok"):
+        return "ok" + refused
+    if d.get("capped"):
+        return f"target not reached: {fmt(d.get('tried'))} tried{refused}"
+    return f"FAILED: {d.get('error')}"
+
+
 def sat_row(d: dict[str, Any]) -> list[str]:
     if not d.get("ok"):
-        return [_label(d), f"ERROR: {d.get('error')}", *[""] * (len(SAT_HEAD) - 2)]
+        return _error_row(d, len(SAT_HEAD))
     peak = fmt(d.get("peak_arrived_per_s"), 0)
     return [
         _label(d),
@@ -119,20 +229,41 @@ def sat_row(d: dict[str, Any]) -> list[str]:
     ]
 
 
+TABLES: dict[str, tuple[Sequence[str], Callable[[dict[str, Any]], list[str]]]] = {
+    "fixed": (FIXED_HEAD, fixed_row),
+    "cluster": (CLUSTER_HEAD, cluster_row),
+    "channels": (CHANNELS_HEAD, channels_row),
+    "sat": (SAT_HEAD, sat_row),
+    "conns": (CONNS_HEAD, conns_row),
+}
+
+
+def table_of(d: dict[str, Any]) -> str:
+    """Which table a result goes in: by its kind and mode, or (for a result that carries
+    neither: the server did not start) by what its scenario is."""
+    kind, mode = d.get("kind"), d.get("mode")
+    sc = SCENARIOS.get(str(d.get("scenario")))
+    if kind is None and sc is not None:
+        kind, mode = sc.kind, sc.mode
+    if mode == "sat":
+        return "sat"
+    if kind in ("idle", "conns"):
+        return "conns"
+    if kind == "channels":
+        return "channels"
+    if d.get("lat_ms_local") is not None or (sc is not None and sc.nodes > 1):
+        return "cluster"
+    return "fixed"
+
+
 def tables(records: Iterable[dict[str, Any]]) -> list[tuple[Sequence[str], list[list[str]]]]:
-    """(header, rows) for fixed-rate and saturation results, in the order given."""
-    fixed: list[list[str]] = []
-    sat: list[list[str]] = []
+    """(header, rows) for each kind of result present, in the order of :data:`TABLES`; rows
+    in the order given."""
+    rows: dict[str, list[list[str]]] = {name: [] for name in TABLES}
     for d in records:
-        (sat if d.get("mode") == "sat" else fixed).append(
-            sat_row(d) if d.get("mode") == "sat" else fixed_row(d)
-        )
-    out: list[tuple[Sequence[str], list[list[str]]]] = []
-    if fixed:
-        out.append((FIXED_HEAD, fixed))
-    if sat:
-        out.append((SAT_HEAD, sat))
-    return out
+        name = table_of(d)
+        rows[name].append(TABLES[name][1](d))
+    return [(head, rows[name]) for name, (head, _) in TABLES.items() if rows[name]]
 
 
 def text_table(head: Sequence[str], rows: list[list[str]]) -> str:

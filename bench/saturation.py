@@ -189,6 +189,8 @@ async def saturate(
         "other_cpu_pct_at_fail": failed["other_cpu_pct"] if failed else None,
         "host_busy_pct_at_fail": failed["host_busy_pct"] if failed else None,
         "server_rss_mb": r2(s_end.server_rss / 1048576),
+        "pub_nacks": pub.nacks,
+        "pub_nack_codes": pub.nack_codes,
         "steps": evals,
         "closed": gen.rec.closed,
         "warm_msgs": gen.rec.warm,

@@ -93,7 +93,8 @@ def run_shared(opts: argparse.Namespace, root: Path, docs: Path) -> int:
     work = prepare_copy(shared, opts.tmp_dir / "shared-harness", peers)
     python = shlex.quote(sys.executable)
     pully_cmd = (
-        f"{python} -m pully_tornado serve --host 127.0.0.1 --port {{port}} --redis-url {{redis}}"
+        f"{python} -m pully_tornado serve --host 127.0.0.1 --publish-rate 0 "
+        "--port {port} --redis-url {redis}"
     )
     env = dict(os.environ)
     env.update(

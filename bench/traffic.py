@@ -15,6 +15,7 @@ from .wsclient import Reply, WSConnection
 
 _DATA_T = b'"data":{"t":'
 _SKIP = len(b'{"type":"message"')
+_CHANNEL_AT = b'{"type":"message","channel":"'  # how Pully (and the stub) start a message frame
 
 
 def log(label: str, text: str) -> None:
@@ -34,6 +35,17 @@ class Recorder:
         self.closed = 0  # subscriber connections the server closed
         self.last_recv_ns = 0
         self.per_node: list[Hist] | None = None  # latency by the subscriber's node (cluster)
+        # channels: latency of messages on the shared channel apart from those on own channels
+        self.shared_prefix: bytes | None = None
+        self.own_hist = Hist()
+        self.shared_hist = Hist()
+
+    def split_shared(self, channel: str) -> None:
+        """Book measured messages on ``channel`` in :attr:`shared_hist`, others in
+        :attr:`own_hist` (as well as in their window)."""
+        self.shared_prefix = _CHANNEL_AT + channel.encode() + b'"'
+        self.own_hist = Hist()
+        self.shared_hist = Hist()
 
     def on_message(self, conn: WSConnection, payload: bytes, now_ns: int) -> None:
         i = payload.find(_DATA_T, _SKIP)
@@ -58,6 +70,9 @@ class Recorder:
         w.hist.record(now_ns - t)
         if self.per_node is not None:
             self.per_node[conn.node].record(now_ns - t)
+        if self.shared_prefix is not None:
+            shared = payload.startswith(self.shared_prefix)
+            (self.shared_hist if shared else self.own_hist).record(now_ns - t)
         conn.got += 1
         self.arrivals += 1
         self.last_recv_ns = now_ns
@@ -79,6 +94,7 @@ class Publisher:
         self.nacks = 0
         self.ack_hist = Hist()
         self.nack_codes: dict[str, int] = {}
+        self.count: dict[str, int] = {}  # measured publishes per channel
 
     def send(self, channel: str) -> None:
         self.seq += 1
@@ -89,6 +105,7 @@ class Publisher:
             self.conn.call(frame, _ignore)
             return
         self.sent += 1
+        self.count[channel] = self.count.get(channel, 0) + 1
 
         def on_reply(reply: Reply) -> None:
             if reply.get("type") == "ack":

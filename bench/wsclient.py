@@ -14,9 +14,10 @@ import asyncio
 import base64
 import hashlib
 import os
+import socket
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final, Protocol
 
 import orjson
@@ -83,8 +84,10 @@ class WSConnection(asyncio.Protocol):
         self.others: list[Reply] = []  # frames without a matching request (welcome, errors)
         self.got = 0  # measured messages received, kept by the sink
         self.node = 0  # index of the target this connection went to
+        self.idx = -1  # the subscriber's index in its scenario (its own channel's number)
         self.closing = False
         self.is_open = False
+        self.lost = False  # connection_lost has run: the socket is closed
         self._key = base64.b64encode(os.urandom(16))
         self._buf = b""
         self._frag: list[bytes] = []
@@ -144,6 +147,7 @@ class WSConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         was_open = self.is_open
         self.is_open = False
+        self.lost = True
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionResetError("closed during handshake"))
         for callback in list(self.pending.values()):
@@ -195,7 +199,7 @@ class WSConnection(asyncio.Protocol):
         callback = self.pending.pop(rid, None) if isinstance(rid, int) else None
         if callback is not None:
             callback(frame)
-        else:
+        elif frame.get("type") != "welcome":  # 20,000 welcome dicts are not worth keeping
             self.others.append(frame)
 
     def _on_other_frame(self, b0: int, payload: bytes, now: int) -> None:
@@ -255,25 +259,68 @@ class WSConnection(asyncio.Protocol):
             return {"type": "error", "code": "timeout"}
 
     def close(self) -> None:
-        """Drop the connection at once (no closing handshake: the bench is done with it)."""
+        """Drop the connection at once (no closing handshake: the bench is done with it). The
+        socket itself is closed on a later loop iteration: :func:`close_all` waits for that."""
         self.closing = True
         if self.transport is not None:
             self.transport.abort()
 
 
+async def close_all(conns: Iterable[WSConnection], timeout: float = 10.0) -> None:
+    """Close ``conns`` and wait (at most ``timeout`` s) until their sockets really are closed,
+    so that nothing is left for a loop that is about to end."""
+    pending = list(conns)
+    for conn in pending:
+        conn.close()
+    deadline = time.monotonic() + timeout
+    while pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        pending = [c for c in pending if not c.lost and c.transport is not None]
+
+
 async def connect(
-    target: str, sink: Sink, path: str = "/ws", timeout: float = 10.0
+    target: str,
+    sink: Sink,
+    path: str = "/ws",
+    timeout: float = 10.0,
+    rcvbuf: int | None = None,
 ) -> WSConnection:
-    """Open a WebSocket to ``target`` (``host:port``) and complete the upgrade handshake."""
+    """Open a WebSocket to ``target`` (``host:port``) and complete the upgrade handshake.
+    ``rcvbuf`` sets the socket's receive buffer (``SO_RCVBUF``) before connecting: a small one
+    makes a client that stops reading back up the server quickly."""
     host, _, port_s = target.rpartition(":")
     port = int(port_s)
     loop = asyncio.get_running_loop()
-    transport, conn = await asyncio.wait_for(
-        loop.create_connection(lambda: WSConnection(host, port, path, sink), host, port), timeout
-    )
+
+    def factory() -> WSConnection:
+        return WSConnection(host, port, path, sink)
+
+    if rcvbuf is None:
+        opening = loop.create_connection(factory, host, port)
+    else:
+        opening = _connect_with_rcvbuf(loop, factory, host, port, rcvbuf)
+    transport, conn = await asyncio.wait_for(opening, timeout)
     try:
         await asyncio.wait_for(asyncio.shield(conn.opened), timeout)
     except BaseException:
         transport.abort()
         raise
     return conn
+
+
+async def _connect_with_rcvbuf(
+    loop: asyncio.AbstractEventLoop,
+    factory: Callable[[], WSConnection],
+    host: str,
+    port: int,
+    rcvbuf: int,
+) -> tuple[asyncio.Transport, WSConnection]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        await loop.sock_connect(sock, (host, port))
+        return await loop.create_connection(factory, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
