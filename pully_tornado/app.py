@@ -17,11 +17,13 @@ import tornado.web
 from .errors import ConfigError, PullyError
 from .handlers.base import JsonHandler
 from .handlers.health import HealthHandler
+from .handlers.metrics import MetricsHandler
 from .handlers.openapi import OpenApiHandler
 from .handlers.publish import PublishHandler
 from .handlers.relationships import RelationshipsHandler
 from .handlers.static import routes as static_routes
 from .handlers.websocket import WebSocketHandler
+from .logs import log_request
 from .node import Node
 from .settings import Settings
 
@@ -58,6 +60,7 @@ def make_app(node: Node) -> tornado.web.Application:
             (r"/publish", PublishHandler, args),
             (r"/relationships", RelationshipsHandler, args),
             (r"/healthz", HealthHandler, args),
+            (r"/metrics", MetricsHandler, args),
             (r"/openapi.json", OpenApiHandler, args),
             *static_routes(node),
         ],
@@ -65,6 +68,7 @@ def make_app(node: Node) -> tornado.web.Application:
         default_handler_args=args,
         websocket_ping_interval=None,  # the node's KeepAlive pings, not a task per connection
         websocket_max_message_size=s.max_frame_bytes,
+        log_function=log_request,
     )
 
 

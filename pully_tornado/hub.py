@@ -100,6 +100,7 @@ class Hub:
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
         self.subscriptions = 0
+        self.deliveries = 0  # messages written to live subscribers (for /metrics)
         self.outbox = Outbox()
 
     def __contains__(self, channel: str) -> bool:
@@ -163,6 +164,7 @@ class Hub:
         ch.epoch, ch.offset = epoch, offset
         if ch.live:
             frame = text_frame(payload)
+            self.deliveries += len(ch.live)
             if ch.fresh:
                 self._deliver_fresh(ch, offset, epoch, frame)
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 SLICES = 8
@@ -29,7 +30,10 @@ class Pingable(Protocol):
 
 
 class KeepAlive:
-    def __init__(self, interval: float, timeout: float) -> None:
+    def __init__(
+        self, interval: float, timeout: float, on_timeout: Callable[[], None] = lambda: None
+    ) -> None:
+        self.on_timeout = on_timeout
         self.interval = interval  # 0: no pings
         self.tick = interval / SLICES
         # the group checked now was pinged this many ticks ago (>= timeout)
@@ -70,6 +74,7 @@ class KeepAlive:
             checked = self._slices[(tick - self.lag) % SLICES]
             for conn in [c for c in checked if c.pong_overdue()]:
                 self.timeouts += 1
+                self.on_timeout()
                 conn.close(1001, "ping timed out")
             for conn in list(self._slices[tick % SLICES]):
                 conn.send_ping()

@@ -4,6 +4,7 @@ thing handlers talk to (they translate WebSocket frames and HTTP requests into N
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import fnmatch
 import logging
@@ -22,6 +23,7 @@ from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
 from .functions.pipeline import Pipeline
 from .hub import Channel, Conn, Hub
 from .keepalive import KeepAlive
+from .metrics import Metrics
 from .protocol import Since
 from .relationships import Relationships
 from .relationships.manager import RelationshipsManager
@@ -63,8 +65,15 @@ class Node:
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
         self.relationships = RelationshipsManager(store or create_store(settings))
-        self.keepalive = KeepAlive(settings.ping_interval, settings.ping_timeout)
-        self.pipeline = Pipeline(settings)
+        self.keepalive = KeepAlive(
+            settings.ping_interval,
+            settings.ping_timeout,
+            lambda: self.count_disconnect("ping_timeout"),
+        )
+        self.metrics = Metrics(self)
+        self.pipeline = Pipeline(settings, self._observe_function)
+        self.publishes: collections.Counter[str] = collections.Counter()
+        self.disconnects: collections.Counter[str] = collections.Counter()
         self.connections: dict[Conn, Identity] = {}
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._present: dict[tuple[str, str], bytes] = {}  # (channel, client) -> info, this node's
@@ -113,6 +122,7 @@ class Node:
         for conn in list(self.connections):
             conn.write_frame(frame)
             conn.close(protocol.CLOSE_DRAINING, "draining")
+            self.disconnects["draining"] += 1
         if self.connections:
             self._connections_gone.clear()
             with contextlib.suppress(TimeoutError):
@@ -131,6 +141,12 @@ class Node:
                 logger.warning("background %s failed: %s", task.get_coro(), exc.message)
             else:
                 logger.error("background task failed", exc_info=exc)
+
+    def _observe_function(self, name: str, outcome: str, seconds: float) -> None:
+        self.metrics.function_seconds.labels(name, outcome).observe(seconds)
+
+    def count_disconnect(self, reason: str) -> None:
+        self.disconnects[reason] += 1
 
     @property
     def full(self) -> bool:
@@ -338,6 +354,15 @@ class Node:
         """Publish JSON ``data`` to ``channel``: returns the assigned position once the broker
         has it. ``conn`` (None for the admin HTTP API) must be allowed to publish there.
         Raises ``PullyError`` subclasses (``unavailable`` when the broker is down)."""
+        try:
+            published = await self._publish(channel, data, conn)
+        except PullyError as exc:
+            self.publishes[exc.code] += 1
+            raise
+        self.publishes["dropped" if published.dropped else "ok"] += 1
+        return published
+
+    async def _publish(self, channel: str, data: bytes, conn: Conn | None) -> Published:
         if conn is not None and not self._identity(conn).may_publish(channel):
             raise Forbidden(f"not allowed to publish to {channel!r}")
         relationships = self.relationships.require()  # one document for the whole pipeline

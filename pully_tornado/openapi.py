@@ -182,5 +182,10 @@ def build() -> dict[str, Any]:
                               503: {"description": "broker unreachable, relationships not "
                                                    "loaded, or draining", **_json("Health")}}},
     })  # fmt: skip
+    spec.path("/metrics", operations={
+        "get": {"summary": "Prometheus metrics of this node",
+                "responses": {200: {"description": "Prometheus text format",
+                                    "content": {"text/plain": {"schema": {"type": "string"}}}}}},
+    })  # fmt: skip
     document: dict[str, Any] = spec.to_dict()
     return document

@@ -299,6 +299,13 @@ OPTIONS: tuple[Option, ...] = (
         "This node's id (default: hostname plus a random suffix).",
     ),
     Option(
+        "log_format",
+        "PULLY_LOG_FORMAT",
+        _choice("text", "json"),
+        "text",
+        "Log lines as text, or JSON lines with the access log and connection events.",
+    ),
+    Option(
         "log_level",
         "PULLY_LOG_LEVEL",
         _choice("debug", "info", "warning", "error"),
@@ -361,6 +368,7 @@ class Settings:
     max_buffer_bytes: int = 4 * MIB
     node_id: str = ""
     log_level: str = "info"
+    log_format: str = "text"
     aws_region: str = "us-east-1"
     aws_endpoint_url: str | None = None
     s3_bucket: str | None = None

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def test_the_document_covers_every_http_route() -> None:
     doc = build()
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/relationships", "/publish", "/healthz"}
+    assert set(doc["paths"]) == {"/relationships", "/publish", "/healthz", "/metrics"}
     assert set(doc["paths"]["/relationships"]) == {"get", "post"}
     relationships = doc["components"]["schemas"]["Relationships"]
     assert (

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import sys
 from collections.abc import Coroutine
 from typing import Any
@@ -14,12 +13,10 @@ from ..errors import ConfigError
 from .common import load_settings, settings_options
 
 
-def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+def configure_logging(level: str, fmt: str = "text") -> None:
+    from ..logs import configure
+
+    configure(level, fmt)
 
 
 @click.command(short_help="Run a node (embedded, or a cluster with Redis).")
@@ -31,7 +28,7 @@ def serve(**flags: Any) -> None:
     except ConfigError as exc:
         click.echo(f"pully: {exc}", err=True)
         sys.exit(2)
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
     from ..app import run
 
     try:

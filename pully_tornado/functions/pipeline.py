@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -24,8 +25,12 @@ class Pipeline:
     ``function_failed``; ``on_error: pass`` hands the message on unchanged to the next step.
     Nothing is published until every step is done: never half a pipeline."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self, settings: Settings, on_call: Callable[[str, str, float], None] | None = None
+    ) -> None:
+        """``on_call(function, outcome, seconds)`` is told about every call (metrics)."""
         self.settings = settings
+        self.on_call = on_call
         self._runtimes: dict[str, Runtime] = {}
         self.calls = 0
         self.failures = 0
@@ -60,6 +65,8 @@ class Pipeline:
                 result = check_result(await self._call(kind, name, spec, event))
             except FunctionError as exc:
                 self.failures += 1
+                if self.on_call is not None:
+                    self.on_call(name, "failed", time.perf_counter() - started)
                 elapsed = (time.perf_counter() - started) * 1000
                 if spec.on_error == "pass":
                     logger.warning(
@@ -74,6 +81,9 @@ class Pipeline:
                 logger.warning("function %s on %s failed after %.1f ms: %s", name, channel,
                                elapsed, exc.reason)  # fmt: skip
                 raise FunctionFailed(f"function {name!r} failed: {exc.reason}") from None
+            if self.on_call is not None:
+                outcome = "dropped" if result is None else "ok"
+                self.on_call(name, outcome, time.perf_counter() - started)
             if result is None:
                 return None
             value = result

@@ -18,6 +18,7 @@ from .. import protocol
 from ..auth import ANONYMOUS, Identity, authenticate
 from ..errors import BadRequest, Internal, PullyError, RateLimited, Unauthorized, Unavailable
 from ..limits import TokenBucket
+from ..logs import events
 from ..node import Node
 from ..protocol import Command, FrameRejected
 from .framing import chunked_protocol
@@ -103,6 +104,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.node.register(self, self._identity)
         self._schedule_expiry()
         self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
+        events.info(
+            "connected",
+            extra={"event": "connect", "client": self.client_id, "user": self._identity.user,
+                   "remote_ip": self.request.remote_ip},
+        )  # fmt: skip
         self._release_handshake()
 
     def _release_handshake(self) -> None:
@@ -131,6 +137,11 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self._expiry.cancel()
         if self.client_id:
             self.node.unregister(self)
+            events.info(
+                "disconnected",
+                extra={"event": "disconnect", "client": self.client_id,
+                       "code": self.close_code, "reason": self.close_reason},
+            )  # fmt: skip
 
     def abort(self) -> None:
         stream = self._stream_out or getattr(self.ws_connection, "stream", None)
@@ -154,6 +165,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def _expired(self) -> None:
         logger.info("client %s: token expired", self.client_id)
+        self.node.count_disconnect("token_expired")
         self.close(protocol.CLOSE_TOKEN_EXPIRED, "token expired")
 
     # -- writing -----------------------------------------------------------------------------
@@ -193,6 +205,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             pass
         except StreamBufferFullError:
             logger.warning("client %s is not reading; closing it (slow consumer)", self.client_id)
+            self.node.count_disconnect("slow_consumer")
             stream.max_write_buffer_size = None  # room for the close frame
             self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer")
 
@@ -222,10 +235,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self._bucket = TokenBucket(rate, self.node.settings.publish_burst)
         if self._bucket.take():
             return True
-        if self._bucket.refused > self._bucket.burst:
+        self.node.publishes["rate_limited"] += 1
+        if self._stream_out is None:
+            pass  # already closing: frames still arriving are ignored
+        elif self._bucket.refused > self._bucket.burst:
             logger.warning(
                 "client %s keeps publishing past the rate limit; closing", self.client_id
             )
+            self.node.count_disconnect("rate_limited")
             self.close(protocol.CLOSE_RATE_LIMITED, "rate limit exceeded")
         else:
             limit = f"{rate:g} publishes/s (PULLY_PUBLISH_RATE)"

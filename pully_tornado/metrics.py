@@ -1,0 +1,82 @@
+"""``GET /metrics``: Prometheus metrics of one node.
+
+Counts on the hot path are plain integers on the node, the hub and the pipeline; a collector
+turns them into metrics when Prometheus scrapes, so a delivery costs no metric call. Function
+latency is a real histogram (a function call is slow next to observing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .node import Node
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+FUNCTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class NodeCollector(Collector):
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        gauges = {
+            "connections": ("WebSocket connections open", len(node.connections)),
+            "subscriptions": (
+                "Channel subscriptions of this node's clients",
+                node.hub.subscriptions,
+            ),
+            "channels": ("Channels with local subscribers", len(node.hub)),
+            "broker_connected": ("1 while the broker is reachable", int(node.broker.connected)),
+            "relationships_version": (
+                "Relationships version this node runs (-1: not loaded)",
+                -1 if node.relationships.version is None else node.relationships.version,
+            ),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(f"pully_{name}", doc, value=value)
+        publishes = CounterMetricFamily(
+            "pully_publishes", "Publishes handled by this node", labels=["result"]
+        )
+        for result, count in node.publishes.items():
+            publishes.add_metric([result], count)
+        yield publishes
+        yield CounterMetricFamily(
+            "pully_deliveries", "Messages written to local subscribers", value=node.hub.deliveries
+        )
+        disconnects = CounterMetricFamily(
+            "pully_disconnects", "Connections the node closed, by reason", labels=["reason"]
+        )
+        for reason, count in node.disconnects.items():
+            disconnects.add_metric([reason], count)
+        yield disconnects
+        yield CounterMetricFamily(
+            "pully_broker_reconnects", "Times the broker link came back",
+            value=getattr(node.broker, "reconnects", 0),
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "pully_gaps_filled", "Messages this node recovered from history after a gap",
+            value=node.gaps_filled,
+        )  # fmt: skip
+
+
+class Metrics:
+    """One registry per node (several nodes may share a process in tests)."""
+
+    def __init__(self, node: Node) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(NodeCollector(node))
+        self.function_seconds = Histogram(
+            "pully_function_seconds", "Channel function call time, by function and outcome",
+            ["function", "outcome"], registry=self.registry, buckets=FUNCTION_BUCKETS,
+        )  # fmt: skip
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
