@@ -97,12 +97,13 @@ async def run(settings: Settings, on_ready: Callable[[int], None] | None = None)
     tune_gc()
     port = sockets[0].getsockname()[1]
     logger.info(
-        "pully node %s serving on %s:%d: mode=%s broker=%s pid=%d",
+        "pully node %s serving on %s:%d: mode=%s broker=%s loop=%s pid=%d",
         node.id,
         settings.host,
         port,
         settings.mode,
         node.broker.kind if not settings.redis_url else _redacted(settings.redis_url),
+        type(asyncio.get_running_loop()).__module__.split(".")[0],
         os.getpid(),
     )
     if settings.admin_token is None:

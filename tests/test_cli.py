@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pully_tornado.cli import main
 from pully_tornado.settings import OPTIONS
 
-from .support import PullyProcess, RedisServer, wait_for
+from .support import PullyProcess, RedisServer, WSClient, wait_for
 
 PULLY = str(Path(sys.executable).with_name("pully"))
 
@@ -117,3 +117,20 @@ def test_cluster_mode_authenticates_and_logs_the_redis_url_without_its_password(
         assert health is not None and health["broker"]["state"] == "disconnected"
     finally:
         secured.kill()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_serve_uvloop_runs_the_node_on_uvloop(tmp_path: Path) -> None:
+    """``--uvloop`` (installed with the ``uvloop`` extra, and the ``test`` one): the node says
+    which loop it runs on, and serves a publish/subscribe round trip on it."""
+    for args, loop in ((("--uvloop",), "uvloop"), ((), "asyncio")):
+        node = PullyProcess(tmp_path, args=args, name=loop).start()
+        try:
+            assert f"loop={loop}" in node.log()
+            client = await WSClient.connect(node.ws_url)
+            await client.subscribe("chat")
+            ack = await client.publish("chat", {"on": loop})
+            [message] = await client.messages(1)
+            assert (message["data"], message["offset"]) == ({"on": loop}, ack["offset"])
+        finally:
+            node.stop()

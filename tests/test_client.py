@@ -127,10 +127,12 @@ async def test_reconnect_attempts_follow_the_backoff_and_connect_gives_up() -> N
 
 
 def test_docs_python_examples_run_as_written(processes: Processes) -> None:
-    """Every Python example of docs/clients.md, against a node in place of localhost:8080."""
+    """Every Python example of docs/clients.md and the README, against a node in place of
+    localhost:8080."""
     node = processes()
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "docs" / "clients.md").read_text(), re.S)
-    assert len(blocks) >= 3
+    text = (ROOT / "docs" / "clients.md").read_text() + (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) >= 4
     for code in blocks:
         code = code.replace("localhost:8080", f"127.0.0.1:{node.port}")
         run = subprocess.run([sys.executable, "-W", "error", "-c", code], cwd=ROOT,

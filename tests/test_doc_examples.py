@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ EXAMPLE = re.compile(r"<!-- example: ([\w-]+) -->\n```(\w+)\n(.*?)```", re.S)
 
 
 def examples(doc: str) -> dict[str, tuple[str, str]]:
-    text = (ROOT / "docs" / doc).read_text()
+    text = (ROOT / doc if doc == "README.md" else ROOT / "docs" / doc).read_text()
     return {name: (lang, body) for name, lang, body in EXAMPLE.findall(text)}
 
 
@@ -59,11 +60,17 @@ def matches(got: Any, want: Any) -> bool:
     return bool(got == want)
 
 
-def run_shell(script: str, node: PullyProcess) -> None:
+def run_shell(script: str, node: PullyProcess, cwd: Path | None = None) -> None:
+    """Run each command; one followed by ``# `` lines must print that JSON."""
     for command, expected in commands(script):
         command = command.replace("localhost:8080", f"127.0.0.1:{node.port}")
-        out = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=20)
+        command = command.replace(".venv/bin/", f"{Path(sys.executable).parent}/")
+        out = subprocess.run(
+            ["bash", "-c", command], capture_output=True, text=True, timeout=20, cwd=cwd
+        )
         assert out.returncode == 0, out.stderr
+        if not expected:
+            continue
         got, want = orjson.loads(out.stdout), orjson.loads(expected)
         assert matches(got, want), f"{command}\n got: {got}\nwant: {want}"
 
@@ -104,3 +111,17 @@ async def test_functions_examples_run_as_written(
     [message] = await subscriber.messages(1)
     assert (message["data"], message["offset"]) == ({"text": "HELLO"}, 1)
     await subscriber.no_message(0.3)  # the spam was dropped
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_the_readme_functions_example_runs_as_written(
+    processes: Callable[..., PullyProcess], tmp_path: Path
+) -> None:
+    node = processes()  # in tmp_path, with ./functions empty: the example scaffolds it
+    subscriber = await WSClient.connect(node.ws_url)
+    await subscriber.subscribe("chat")
+    run_shell(examples("README.md")["readme-functions"][1], node, cwd=tmp_path)
+    assert (tmp_path / "functions" / "uppercase" / "handler.py").is_file()
+    [message] = await subscriber.messages(1)
+    assert (message["data"], message["offset"]) == ("HELLO", 1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pully_tornado.node import Node
 from pully_tornado.relationships import load
 
-from .support import PullyProcess, WSClient, eventually
+from .support import ROOT, PullyProcess, WSClient, eventually
 
 Connect = Callable[..., Awaitable[WSClient]]
 
@@ -74,6 +75,11 @@ class TestMetrics:
         m = await scrape(base)
         assert m[("pully_disconnects_total", (("reason", "rate_limited"),))] == 1
         assert m[("pully_connections", ())] == 3
+        documented = (ROOT / "docs" / "operations.md").read_text()
+        for name, _labels in m:
+            if name.startswith("pully_"):
+                family = re.sub(r"_(bucket|count|sum|created)$", "", name)
+                assert f"`{family}`" in documented, f"{family} is not in docs/operations.md"
 
 
 @pytest.mark.slow

@@ -73,6 +73,11 @@ def test_valid_documents(doc: dict[str, Any]) -> None:
         ({"channels": {}, "functions": {"f": {"runtime": "local", "url": "http://a", "name": "n"}}},
          ["functions.f.name: only used with runtime lambda",
           "functions.f.url: only used with runtime http"]),
+        # a trailing newline slipped past ``re.match`` + ``$``; schemathesis found the URL one
+        ({"channels": {"c\n": ["f\n"]}, "functions": {"g\n": {}, "h": {
+            "runtime": "http", "url": "https://h:1/\u00a8\u001e"}}}, [
+            "channels.c\n: not a channel name or glob", "channels.c\n[0]: not a function name",
+            "functions.g\n: not a function name", "functions.h.url: not an http(s) URL"]),
         ({"channels": {}, "functions": {"f": {"timeout": 901}, "g": {"on_error": "ignore"}}}, [
             "functions.f.timeout: Must be greater than 0", "functions.g.on_error: Must be one of"]),
     ],

@@ -35,10 +35,20 @@ from ..errors import BadRequest
 FUNCTION_NAME = r"^[a-z0-9_-]{1,64}$"
 CHANNEL_KEY = r"^[A-Za-z0-9_\-:.@/=*?\[\]!]{1,200}$"
 LAMBDA_NAME = r"^(arn:[A-Za-z0-9:_./-]+|[A-Za-z0-9_-]{1,64})$"
-HTTP_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[^\s]*)?$"
+HTTP_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"  # path: printable ASCII
 RUNTIMES = ("local", "lambda", "http")
 MAX_TIMEOUT = 900.0  # seconds: AWS Lambda's own ceiling
 DEFAULT_TIMEOUT = 2.0
+
+
+class Exactly(validate.Regexp):
+    """``Regexp`` over the whole string: ``re.match`` with ``$`` would let a trailing newline
+    through. The pattern (with its ``^…$``) is still what the OpenAPI document publishes."""
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
 
 
 class InvalidRelationships(BadRequest):
@@ -130,7 +140,7 @@ def _runtime(name: str) -> Any:
 
 
 _LAMBDA_NAME = fields.String(
-    validate=validate.Regexp(LAMBDA_NAME, error="not a Lambda name or ARN"),
+    validate=Exactly(LAMBDA_NAME, error="not a Lambda name or ARN"),
     metadata={"description": "Lambda function name or ARN (default: PULLY_LAMBDA_PREFIX + name)"},
 )
 
@@ -154,7 +164,7 @@ class HttpFunctionSchema(_FunctionSchema):
     runtime = _runtime("http")
     url = fields.String(
         required=True,
-        validate=validate.Regexp(HTTP_URL, error="not an http(s) URL"),
+        validate=Exactly(HTTP_URL, error="not an http(s) URL"),
         error_messages={"required": "required when runtime is http"},
     )
 
@@ -204,12 +214,12 @@ class RelationshipsSchema(Schema):
         unknown = RAISE
 
     channels = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(
+        keys=fields.String(validate=Exactly(
             CHANNEL_KEY, error="not a channel name or glob (1-200 chars of A-Z a-z 0-9 _ - : . @ "
             "/ = and the glob characters * ? [ ] !)",
         )),
         values=fields.List(
-            fields.String(validate=validate.Regexp(
+            fields.String(validate=Exactly(
                 FUNCTION_NAME, error="not a function name (1-64 chars of a-z 0-9 _ -)"
             )),
             metadata={"uniqueItems": True},  # checked by _no_duplicates below
@@ -218,7 +228,7 @@ class RelationshipsSchema(Schema):
         metadata={"description": "channel name or glob -> ordered function names"},
     )  # fmt: skip
     functions = fields.Dict(
-        keys=fields.String(validate=validate.Regexp(
+        keys=fields.String(validate=Exactly(
             FUNCTION_NAME, error="not a function name (1-64 chars of a-z 0-9 _ -)"
         )),
         values=FunctionField(),
