@@ -332,7 +332,13 @@ OPTIONS: tuple[Option, ...] = (
         "Comma-separated browser origins allowed to connect ('*' for any); "
         "unset: same-origin pages and non-browser clients only.",
     ),
-    Option("uvloop", "PULLY_UVLOOP", _bool, "false", "Run on uvloop when it is installed."),
+    Option(
+        "uvloop",
+        "PULLY_UVLOOP",
+        _bool,
+        "false",
+        "Run on uvloop (install the uvloop extra); off by default: see docs/performance.md.",
+    ),
 )
 
 _BY_FIELD = {o.field: o for o in OPTIONS}
