@@ -11,11 +11,13 @@ import os
 import re
 import shutil
 import signal
+import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import jwt
 import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
@@ -261,3 +263,51 @@ def test_docs_console_example_runs(processes: Processes, tabs: Callable[..., Pla
     assert lines[0] == "1 1 {text: hello from the console}"
     assert lines[1].startswith("true invalid_channel channel name 'no spaces' is invalid")
     assert lines[-1] == "live: live one"
+
+
+def test_a_token_function_renews_the_token_before_it_expires(
+    processes: Processes, tabs: Callable[..., Playground]
+) -> None:
+    """Tokens that live 3 s from a token function: the browser client renews each one on the
+    open connection ahead of its ``exp``, so the node never closes it (4001)."""
+    secret = "browser-tests-secret-long-enough-for-hs256!!"
+    node = processes(env={"PULLY_JWT_SECRET": secret})
+    tab = tabs(node, "?connect=0")
+    issued: list[int] = []
+
+    def mint() -> str:
+        exp = int(time.time()) + 3
+        issued.append(exp)
+        claims = {"sub": "dee", "channels": ["*"], "publish": ["*"], "exp": exp}
+        return jwt.encode(claims, secret, algorithm="HS256")
+
+    tab.page.expose_function("mintToken", mint)
+    result = tab.page.evaluate(
+        """async () => {
+            const { Pully } = await import("/pully.js");
+            const p = new Pully(null, { token: () => window.mintToken() });
+            const seen = [];
+            for (const name of ["connected", "disconnected", "error"]) {
+                p.on(name, (e) => seen.push(name + (e.error ? ": " + e.error.message : "")));
+            }
+            const refreshed = [];
+            p.on("frame", (e) => { if (e.frame.type === "refreshed") refreshed.push(e.frame); });
+            await p.connect();
+            const sub = await p.subscribe("ticks");
+            const client = p.clientId;
+            await new Promise((resolve) => setTimeout(resolve, 7500));
+            const offset = await p.publish("ticks", "still here");
+            const message = await sub.get(5000);
+            await p.close();
+            return { seen, refreshed, sameClient: p.clientId === client, offset,
+                     got: message.offset };
+        }"""
+    )
+    assert len(issued) >= 3, issued
+    expires = [frame["expires"] for frame in result["refreshed"]]
+    # every token after the first came back as a renewal (the last may have been on its way)
+    assert len(expires) >= 2 and expires == issued[1 : len(expires) + 1]
+    assert len(issued) - 2 <= len(expires) <= len(issued) - 1
+    assert result["seen"][:1] == ["connected"] and "disconnected" not in result["seen"][:-1]
+    assert not [s for s in result["seen"] if s.startswith("error")], result["seen"]
+    assert result["sameClient"] and result["got"] == result["offset"]

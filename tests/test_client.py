@@ -9,6 +9,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +39,7 @@ from pully_tornado.client import (
     TooLarge,
 )
 from pully_tornado.client.errors import SERVER_ERRORS
+from pully_tornado.client.tokens import refresh_delay, token_expiry
 
 from .support import ROOT, PullyProcess, RedisServer, eventually
 from .test_docs import WIRE_CODES
@@ -269,6 +271,80 @@ async def test_jwt_capabilities_forbidden_and_bad_token_refused(processes: Proce
     assert events.of("reconnecting") == [], "a rejected token is not retried"
     assert isinstance(events.of("error")[0], ErrorEvent)
     await bad.close()
+
+
+def test_token_expiry_is_read_and_renewal_comes_ahead_of_it() -> None:
+    assert token_expiry(jwt.encode({"sub": "a", "exp": 2_000_000_000}, SECRET)) == 2e9
+    for no_exp in (None, "", "not-a-jwt", "a.b!.c", jwt.encode({"sub": "a"}, SECRET),
+                   jwt.encode({"sub": "a", "exp": "soon"}, SECRET)):  # fmt: skip
+        assert token_expiry(no_exp) is None
+    assert refresh_delay(1000.0, 0.0) == 1000.0 - 60.0  # at most 60 s ahead
+    assert refresh_delay(1010.0, 1000.0) == 8.0  # 20 % of what is left ...
+    assert refresh_delay(1003.0, 1000.0) == 2.0  # ... but at least 1 s
+    assert refresh_delay(1000.0, 1001.0) == 0.0  # already late: now
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_a_token_provider_renews_the_token_before_it_expires(processes: Processes) -> None:
+    """Tokens that live 3 s: the client renews each one on the open connection ahead of its
+    ``exp`` (the node would close the connection at ``exp`` with 4001 otherwise)."""
+    node = processes(env={"PULLY_JWT_SECRET": SECRET})
+    issued: list[int] = []
+
+    def short_token() -> str:
+        exp = int(time.time()) + 3
+        issued.append(exp)
+        return jwt.encode({"sub": "cat", "channels": ["*"], "publish": ["*"], "exp": exp}, SECRET)
+
+    async with Pully(node.ws_url, token=short_token, backoff=FAST) as p:
+        events = Events(p)
+        frames: list[dict[str, Any]] = []
+        p.on("frame", lambda event: frames.append(event.frame))
+        sub = await p.subscribe("ticks")
+        first_client = p.client_id
+        await asyncio.sleep(7.5)  # past two expiries of the first token's lifetime
+        assert len(issued) >= 3, issued  # the connection's token, then renewals
+
+        def refreshes() -> list[dict[str, Any]]:
+            return [f for f in frames if f.get("type") == "refreshed"]
+
+        # (a renewal may be on its way right now: its reply follows within milliseconds)
+        await eventually(lambda: len(refreshes()) == len(issued) - 1, 2, "every renewal answered")
+        assert [f["expires"] for f in refreshes()] == issued[1:]
+        assert events.of("disconnected") == [] and events.of("error") == []
+        assert p.client_id == first_client
+        offset = await p.publish("ticks", "still here")
+        assert (await sub.get(5)).offset == offset
+        before = len(issued)
+        await p.refresh()  # by hand: one more from the provider
+        assert len(issued) > before
+        other = jwt.encode({"sub": "dog", "exp": int(time.time()) + 60}, SECRET)
+        with pytest.raises(Forbidden, match="same user"):
+            await p.refresh(other)
+        assert p.connected
+
+    # a provider that fails at renewal: an error event, the node closes at exp, and the client
+    # reconnects with a token the provider gives again
+    calls = 0
+
+    def flaky_token() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("identity provider down")
+        return short_token()
+
+    p = Pully(node.ws_url, token=flaky_token, backoff=FAST)
+    events = Events(p)
+    async with p:
+        await eventually(lambda: len(events.of("connected")) == 1 and events.of("disconnected"), 6)
+        [error] = events.of("error")
+        assert "identity provider down" in str(error.error)
+        assert events.of("disconnected")[0].code == 4001
+        await eventually(lambda: len(events.of("connected")) == 2, 5)
+        assert events.of("connected")[1].reconnect
+        await p.ping()
 
 
 @pytest.mark.slow

@@ -6,13 +6,16 @@ the configured URLs. Each new connection first resubscribes every channel with `
 last position seen, so the node replays what was missed (``recovered: true``) or says it cannot
 (``recovered: false``, surfaced as the ``recovery_failed`` event); only then are waiting commands
 released. The client stops for good only on :meth:`Pully.close` or a handshake refused with 401
-or 403 (a token provider turns a 401 into another attempt with a fresh token).
+or 403 (a token provider turns a 401 into another attempt with a fresh token). With a token
+provider the client also renews the token on the open connection (a ``refresh`` command) ahead of
+its ``exp``, so the node never has to close it for an expired token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
@@ -42,6 +45,7 @@ from .models import (
 )
 from .registry import Subscriptions
 from .subscription import MessageHandler, Subscription
+from .tokens import refresh_delay, token_expiry
 
 TokenProvider = Callable[[], str | Awaitable[str]]
 Offline = Literal["wait", "fail"]
@@ -54,7 +58,8 @@ class Pully(EventSource):
       a list of them: each connection attempt takes the next one, so a client whose node died
       or drained moves on to another node. Behind a load balancer, give its one URL.
     - ``token``: a JWT sent as ``Authorization: Bearer``, or a callable (sync or async) returning
-      one, called before every connection attempt (fresh tokens after ``exp``).
+      one, called before every connection attempt and, while connected, ahead of the current
+      token's ``exp`` to renew it in place (:meth:`refresh`).
     - ``offline``: what commands do while there is no connection: ``"wait"`` (default) for one,
       up to their timeout, or ``"fail"`` at once with :class:`NotConnected`. Either way a
       publish never vanishes: it returns an offset or raises.
@@ -251,6 +256,21 @@ class Pully(EventSource):
         """An application-level round trip to the node."""
         await self._command({"type": "ping"}, timeout)
 
+    async def refresh(self, token: str | None = None, *, timeout: float | None = None) -> None:
+        """Replace the connection's token now with ``token`` (or a new one from the token
+        provider); a string token given here is also the one used to reconnect from now on.
+        The client does this on its own ahead of ``exp`` when it has a token provider.
+
+        Raises :class:`BadRequest` (the node does not use tokens), :class:`Forbidden` (invalid,
+        expired, or for another user), and as :meth:`publish`."""
+        if token is None:
+            token = await self._token_value()
+            if token is None:
+                raise ValueError("refresh() needs a token: this client has none")
+        elif not callable(self._token):
+            self._token = token
+        await self._command({"type": "refresh", "token": token}, timeout)
+
     async def _command(
         self, frame: dict[str, Any], timeout: float | None, retry: bool = True
     ) -> dict[str, Any]:
@@ -312,9 +332,8 @@ class Pully(EventSource):
             url = self.urls[self._next_url % len(self.urls)]
             error: BaseException | None = None
             try:
-                conn = await Connection.open(
-                    url, await self._token_value(), self.ping_interval, self.timeout
-                )
+                token = await self._token_value()
+                conn = await Connection.open(url, token, self.ping_interval, self.timeout)
             except asyncio.CancelledError:
                 raise
             except HandshakeRefused as exc:
@@ -330,7 +349,7 @@ class Pully(EventSource):
                 error = exc
             else:
                 attempt = 0
-                await self._session(conn, reconnect=sessions > 0)
+                await self._session(conn, sessions > 0, token)
                 sessions += 1
                 if self._is_closed():
                     return
@@ -353,7 +372,7 @@ class Pully(EventSource):
             value = await value
         return str(value)
 
-    async def _session(self, conn: Connection, reconnect: bool) -> None:
+    async def _session(self, conn: Connection, reconnect: bool, token: str | None) -> None:
         """Serve one connection: resubscribe, release waiting commands, read until it drops."""
         self._conn = conn
         conn.on_in = lambda frame: self._log_frame("in", frame)
@@ -369,7 +388,14 @@ class Pully(EventSource):
         self._emit(
             "connected", Connected(conn.url, self.client_id, self.node, self.user, reconnect)
         )
-        code, reason = await conn.read(self._on_frame)
+        renewer = None
+        if callable(self._token) and token_expiry(token) is not None:
+            renewer = asyncio.ensure_future(self._renew_token(conn, token))
+        try:
+            code, reason = await conn.read(self._on_frame)
+        finally:
+            if renewer is not None:
+                renewer.cancel()
         if conn.reconnect_advised and not reason:
             reason = "draining"
         if self._closed:
@@ -378,6 +404,30 @@ class Pully(EventSource):
             self._ready = asyncio.get_running_loop().create_future()
         self._conn = None
         self._emit("disconnected", Disconnected(conn.url, code, reason, True))
+
+    async def _renew_token(self, conn: Connection, token: str | None) -> None:
+        """Renew the connection's token from the provider ahead of each ``exp``. When that
+        fails (the provider raises, the node refuses the new token, or the new one does not
+        expire later) it says so with an ``error`` event and stops: the node then closes the
+        connection at ``exp`` (4001) and reconnecting asks the provider again."""
+        expires = token_expiry(token)
+        while expires is not None:
+            await asyncio.sleep(refresh_delay(expires, time.time()))
+            try:
+                token = await self._token_value()
+                renewed = token_expiry(token)
+                if renewed is not None and renewed <= expires:
+                    raise ValueError(
+                        "the token provider returned a token that does not expire later than "
+                        "the current one: not renewed"
+                    )
+                await conn.command({"type": "refresh", "token": token})
+            except ConnectionLost:
+                return
+            except Exception as exc:
+                self._emit("error", ErrorEvent(exc))
+                return
+            expires = renewed
 
     def _on_frame(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")

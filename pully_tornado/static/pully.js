@@ -14,6 +14,26 @@ const EVENTS = new Set([
   "connected", "disconnected", "reconnecting", "error", "recovery_failed", "presence", "frame",
 ]);
 const DRAIN_GRACE_MS = 5000; // the node has this long to close after advising a reconnect
+// a token provider's token is renewed when 20 % of its remaining life is left (1 s to 60 s ahead)
+const RENEW_AHEAD = { fraction: 0.2, minMs: 1000, maxMs: 60000 };
+
+/** The `exp` claim of a JWT in ms since the epoch (unverified: the node verifies), or null. */
+export function tokenExpiry(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    return typeof claims?.exp === "number" ? claims.exp * 1000 : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Milliseconds from `now` until a token expiring at `expires` should be renewed. */
+export function renewDelay(expires, now) {
+  const left = expires - now;
+  const ahead = Math.min(RENEW_AHEAD.maxMs, Math.max(RENEW_AHEAD.minMs, left * RENEW_AHEAD.fraction));
+  return Math.max(0, left - ahead);
+}
 
 // -- errors ------------------------------------------------------------------------------------
 
@@ -296,7 +316,8 @@ export class Subscription {
 
 /**
  * One logical connection that survives drops. Options: `token` (string, or a function returning
- * one or a promise of one, called before every attempt; sent as ?token=), `offline` ("wait" |
+ * one or a promise of one, called before every attempt, sent as ?token=, and called again to
+ * renew the token in place ahead of its `exp`), `offline` ("wait" |
  * "fail"), `timeout` (ms per command, 10000), `connectTimeout` (ms for connect(), 10000; null:
  * forever), `backoff` ({base: 500, cap: 20000, rng}), `WebSocket` (an implementation, for
  * runtimes without a global one). `url` may be a list: each attempt takes the next one.
@@ -416,6 +437,21 @@ export class Pully {
 
   async ping({ timeout } = {}) { await this.#command({ type: "ping" }, timeout); }
 
+  /**
+   * Replace the connection's token now with `token` (or a new one from the token function); a
+   * string given here is also used to reconnect from now on. Done automatically ahead of `exp`
+   * when `token` is a function.
+   */
+  async refresh(token = null, { timeout } = {}) {
+    if (token == null) {
+      token = typeof this.token === "function" ? await this.token() : this.token;
+      if (token == null) throw new TypeError("refresh() needs a token: this client has none");
+    } else if (typeof this.token !== "function") {
+      this.token = token;
+    }
+    await this.#command({ type: "refresh", token }, timeout);
+  }
+
   async #command(frame, timeout, retry = true) {
     const limit = deadline(timeout ?? this.timeout, frame.type);
     try {
@@ -511,7 +547,7 @@ export class Pully {
         if (token) full.searchParams.set("token", token);
         const conn = await Connection.open(full.toString(), url, this.timeout, this.WebSocket);
         attempt = 0;
-        await this.#session(conn, sessions++ > 0);
+        await this.#session(conn, sessions++ > 0, token);
         if (this.#closed) return;
       } catch (e) {
         error = e;
@@ -530,7 +566,7 @@ export class Pully {
     }
   }
 
-  async #session(conn, reconnect) {
+  async #session(conn, reconnect, token) {
     if (this.#closed) return conn.close();
     this.#conn = conn;
     conn.onIn = (frame) => this._emit("frame", { direction: "in", frame });
@@ -543,11 +579,36 @@ export class Pully {
     for (const sub of [...this.#subs.values()]) this.#sendSubscribe(sub, conn);
     this.#ready.settle(conn);
     this._emit("connected", { url: conn.url, client: this.clientId, node: this.node, user: this.user, reconnect });
+    const renewal = { timer: null };
+    if (typeof this.token === "function") this.#renewToken(conn, token, renewal);
     const { code, reason } = await conn.closed.promise;
+    clearTimeout(renewal.timer);
     if (this.#closed) return;
     if (this.#ready.settled) this.#ready = deferred();
     this.#conn = null;
     this._emit("disconnected", { url: conn.url, code, reason, reconnecting: true });
+  }
+
+  // Renew the connection's token ahead of each `exp`. On failure (the function throws, the node
+  // refuses the token, or it does not expire later) an `error` event, and no more renewals: the
+  // node closes the connection at `exp` (4001) and reconnecting asks the function again.
+  #renewToken(conn, token, renewal) {
+    const expires = token ? tokenExpiry(token) : null;
+    if (expires == null) return;
+    renewal.timer = setTimeout(async () => {
+      if (!conn.active) return;
+      try {
+        const next = await this.token();
+        const nextExpires = next ? tokenExpiry(next) : null;
+        if (nextExpires != null && nextExpires <= expires) {
+          throw new PullyError("the token function returned a token that does not expire later than the current one: not renewed");
+        }
+        await conn.command({ type: "refresh", token: next });
+        this.#renewToken(conn, next, renewal);
+      } catch (error) {
+        if (!(error instanceof ConnectionLost) && conn.active) this._emit("error", { error });
+      }
+    }, renewDelay(expires, Date.now()));
   }
 
   #onFrame(frame) {
