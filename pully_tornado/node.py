@@ -97,11 +97,7 @@ class Node:
         """Stop everything: connections still open (normally drained before) are dropped."""
         for conn in list(self.connections):
             conn.abort()
-        if self.connections:
-            self._connections_gone.clear()
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(2.0):
-                    await self._connections_gone.wait()
+        await self._connections_closed(2.0)
         await self.keepalive.close()
         await self.relationships.close()
         if self._refresher is not None:
@@ -122,7 +118,11 @@ class Node:
         for conn in list(self.connections):
             conn.write_frame(frame)
             conn.close(protocol.CLOSE_DRAINING, "draining")
-            self.disconnects["draining"] += 1
+            self.count_disconnect("draining")
+        await self._connections_closed(timeout)
+
+    async def _connections_closed(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for every connection to be unregistered."""
         if self.connections:
             self._connections_gone.clear()
             with contextlib.suppress(TimeoutError):
@@ -282,9 +282,7 @@ class Node:
             return
         self.keepalive.remove(conn)
         for channel in conn.channels:
-            self._leave(conn, channel)
-            if self.hub.remove(channel, conn):
-                self._release(channel)
+            self._drop(conn, channel)
         conn.channels.clear()
         if not self.connections:
             self._connections_gone.set()
@@ -323,8 +321,7 @@ class Node:
             history = await self.broker.history(channel, since=since, limit=0)
         except BaseException:
             conn.channels.discard(channel)
-            if self.hub.remove(channel, conn):
-                self._release(channel)
+            self._drop(conn, channel)
             raise
         position = history.position
         recovered = None if since is None else history.covered
@@ -339,9 +336,14 @@ class Node:
     async def unsubscribe(self, conn: Conn, channel: str) -> None:
         if channel in conn.channels:
             conn.channels.discard(channel)
-            self._leave(conn, channel)
-            if self.hub.remove(channel, conn):
-                self._release(channel)
+            self._drop(conn, channel)
+
+    def _drop(self, conn: Conn, channel: str) -> None:
+        """``conn`` no longer wants ``channel``: its presence there leaves, and the broker
+        subscription goes with the channel's last local subscriber."""
+        self._leave(conn, channel)
+        if self.hub.remove(channel, conn):
+            self._release(channel)
 
     def _release(self, channel: str) -> None:
         """No local connection wants ``channel`` any more: stop receiving it from the broker."""

@@ -72,9 +72,7 @@ class LambdaRuntime(Runtime):
                 return await loop.run_in_executor(
                     self._pool, self._invoke, function, orjson.dumps(event), spec.timeout
                 )
-        except TimeoutError:
-            raise FunctionError(f"timed out after {spec.timeout:g}s (lambda {function})") from None
-        except botocore.exceptions.ReadTimeoutError:
+        except (TimeoutError, botocore.exceptions.ReadTimeoutError):
             raise FunctionError(f"timed out after {spec.timeout:g}s (lambda {function})") from None
         except botocore.exceptions.ClientError as exc:
             error = exc.response.get("Error", {})

@@ -19,6 +19,15 @@ logger = logging.getLogger("pully.http")
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed"}
 
 
+def error_body(
+    status: int, code: str, message: str, problems: list[str] | None = None
+) -> dict[str, Any]:
+    """The one shape of every HTTP error: ``{"status", "message", "code", "error": [...]}``,
+    ``error`` listing each problem (just ``message`` when there is one)."""
+    return {"status": status, "message": message, "code": code,
+            "error": [{"message": m} for m in (problems or [message])]}  # fmt: skip
+
+
 def is_loopback(ip: str | None) -> bool:
     try:
         return ip is not None and ipaddress.ip_address(ip.split("%")[0]).is_loopback
@@ -45,15 +54,7 @@ class JsonHandler(tornado.web.RequestHandler):
     def fail(self, err: PullyError, problems: list[str] | None = None) -> None:
         if isinstance(err, Unauthorized):
             self.set_header("WWW-Authenticate", 'Bearer realm="pully"')
-        self.write_json(
-            err.status,
-            {
-                "status": err.status,
-                "message": err.message,
-                "code": err.code,
-                "error": [{"message": m} for m in (problems or [err.message])],
-            },
-        )
+        self.write_json(err.status, error_body(err.status, err.code, err.message, problems))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -64,15 +65,7 @@ class JsonHandler(tornado.web.RequestHandler):
             self.set_header("Allow", ", ".join(self.allowed_methods()))
         reason = self._reason if isinstance(exc, tornado.web.HTTPError) else "internal error"
         code = _HTTP_CODES.get(status_code, "internal" if status_code >= 500 else "bad_request")
-        self.write_json(
-            status_code,
-            {
-                "status": status_code,
-                "message": reason,
-                "code": code,
-                "error": [{"message": reason}],
-            },
-        )
+        self.write_json(status_code, error_body(status_code, code, reason))
 
     @classmethod
     def allowed_methods(cls) -> list[str]:

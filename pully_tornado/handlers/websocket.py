@@ -21,6 +21,7 @@ from ..limits import TokenBucket
 from ..logs import events
 from ..node import Node
 from ..protocol import Command, FrameRejected
+from .base import error_body
 from .framing import chunked_protocol
 
 logger = logging.getLogger("pully.ws")
@@ -79,9 +80,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     def _refuse(self, err: PullyError) -> None:
         self.set_status(err.status)
         self.set_header("Content-Type", "application/json")
-        body = {"status": err.status, "message": err.message, "code": err.code,
-                "error": [{"message": err.message}]}  # fmt: skip
-        self.finish(orjson.dumps(body))
+        self.finish(orjson.dumps(error_body(err.status, err.code, err.message)))
 
     def check_origin(self, origin: str) -> bool:
         """Called by Tornado for cross-origin browser requests only (same-origin pages and
