@@ -329,7 +329,7 @@ class Pully(EventSource):
         attempt = 0
         sessions = 0
         while not self._is_closed():
-            url = self.urls[self._next_url % len(self.urls)]
+            url = self._peek_url()
             error: BaseException | None = None
             try:
                 token = await self._token_value()
@@ -389,8 +389,9 @@ class Pully(EventSource):
             "connected", Connected(conn.url, self.client_id, self.node, self.user, reconnect)
         )
         renewer = None
-        if callable(self._token) and token_expiry(token) is not None:
-            renewer = asyncio.ensure_future(self._renew_token(conn, token))
+        expires = token_expiry(token) if callable(self._token) else None
+        if expires is not None:
+            renewer = asyncio.ensure_future(self._renew_token(conn, expires))
         try:
             code, reason = await conn.read(self._on_frame)
         finally:
@@ -405,12 +406,11 @@ class Pully(EventSource):
         self._conn = None
         self._emit("disconnected", Disconnected(conn.url, code, reason, True))
 
-    async def _renew_token(self, conn: Connection, token: str | None) -> None:
+    async def _renew_token(self, conn: Connection, expires: float | None) -> None:
         """Renew the connection's token from the provider ahead of each ``exp``. When that
         fails (the provider raises, the node refuses the new token, or the new one does not
         expire later) it says so with an ``error`` event and stops: the node then closes the
         connection at ``exp`` (4001) and reconnecting asks the provider again."""
-        expires = token_expiry(token)
         while expires is not None:
             await asyncio.sleep(refresh_delay(expires, time.time()))
             try:

@@ -104,19 +104,15 @@ class Subscriptions:
             )
 
     def _on_refused(self, conn: Connection, sub: Subscription, error: PullyClientError) -> None:
-        if not sub._confirmed:  # the subscribe() call is waiting: it raises the error
-            self.remove(sub)
-            sub._end(error)
-            return
-        self._emitter.emit("error", ErrorEvent(error, sub.channel))
-        if isinstance(error, Unavailable | RateLimited):
-            self._emitter.spawn(self._retry(sub, conn), f"resubscribe {sub.channel}")
-        else:
-            self.remove(sub)
-            sub._end(error)
+        if sub._confirmed:  # else the subscribe() call is waiting: it raises the error
+            self._emitter.emit("error", ErrorEvent(error, sub.channel))
+            if isinstance(error, Unavailable | RateLimited):
+                self._emitter.spawn(self._retry(sub, conn), f"resubscribe {sub.channel}")
+                return
+        self.remove(sub)
+        sub._end(error)
 
     async def _retry(self, sub: Subscription, conn: Connection) -> None:
-
         await asyncio.sleep(self._backoff.delay(sub._retries))
         sub._retries += 1
         if conn.active and self._by_channel.get(sub.channel) is sub:

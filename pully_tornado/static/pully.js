@@ -78,6 +78,11 @@ export class RequestTimeout extends PullyError {}
 /** subscribe() on a channel this client is already subscribed to. */
 export class AlreadySubscribed extends PullyError {}
 
+/** A `message` frame (or a history entry) as the application sees it. */
+function toMessage(frame) {
+  return { channel: frame.channel, data: frame.data, offset: frame.offset, epoch: frame.epoch };
+}
+
 function serverError(frame) {
   const cls = SERVER_ERRORS[frame.code];
   return cls ? new cls(frame.message ?? frame.code) : new ServerError(frame.message, frame.code);
@@ -288,7 +293,7 @@ export class Subscription {
     const last = this.position;
     if (last && frame.epoch === last.epoch && frame.offset <= last.offset) return; // duplicate
     this.position = { offset: frame.offset, epoch: frame.epoch };
-    const message = { channel: frame.channel, data: frame.data, offset: frame.offset, epoch: frame.epoch };
+    const message = toMessage(frame);
     if (this.#handler) {
       this.#chain = this.#chain
         .then(() => (this.#ended ? undefined : this.#handler(message)))
@@ -409,8 +414,7 @@ export class Pully {
       await Promise.race([sub._ready.promise, limit.promise]);
       return sub;
     } catch (error) {
-      if (this.#subs.get(channel) === sub) this.#subs.delete(channel);
-      sub._end(error);
+      this.#dropSub(sub, error);
       throw error;
     } finally { limit.clear(); }
   }
@@ -431,8 +435,7 @@ export class Pully {
     const frame = { type: "history", channel };
     if (limit != null) frame.limit = limit;
     const reply = await this.#command(frame, timeout);
-    const messages = reply.messages.map(({ channel: c, data, offset, epoch }) => ({ channel: c, data, offset, epoch }));
-    return { channel, messages, offset: reply.offset, epoch: reply.epoch };
+    return { channel, messages: reply.messages.map(toMessage), offset: reply.offset, epoch: reply.epoch };
   }
 
   async ping({ timeout } = {}) { await this.#command({ type: "ping" }, timeout); }
@@ -444,7 +447,7 @@ export class Pully {
    */
   async refresh(token = null, { timeout } = {}) {
     if (token == null) {
-      token = typeof this.token === "function" ? await this.token() : this.token;
+      token = await this.#tokenValue();
       if (token == null) throw new TypeError("refresh() needs a token: this client has none");
     } else if (typeof this.token !== "function") {
       this.token = token;
@@ -539,10 +542,10 @@ export class Pully {
     let attempt = 0;
     let sessions = 0;
     while (!this.#closed) {
-      const url = this.urls[this.#nextUrl % this.urls.length];
+      const url = this.#peekUrl();
       let error = null;
       try {
-        const token = typeof this.token === "function" ? await this.token() : this.token;
+        const token = await this.#tokenValue();
         const full = new URL(url);
         if (token) full.searchParams.set("token", token);
         const conn = await Connection.open(full.toString(), url, this.timeout, this.WebSocket);
@@ -556,7 +559,7 @@ export class Pully {
       this.#lastError = error;
       this.#nextUrl += 1;
       const delay = backoffDelay(attempt, this.backoff.base, this.backoff.cap, this.backoff.rng);
-      this._emit("reconnecting", { attempt, delay, url: this.urls[this.#nextUrl % this.urls.length], error });
+      this._emit("reconnecting", { attempt, delay, url: this.#peekUrl(), error });
       attempt += 1;
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delay);
@@ -593,13 +596,13 @@ export class Pully {
   // refuses the token, or it does not expire later) an `error` event, and no more renewals: the
   // node closes the connection at `exp` (4001) and reconnecting asks the function again.
   #renewToken(conn, token, renewal) {
-    const expires = token ? tokenExpiry(token) : null;
+    const expires = tokenExpiry(token);
     if (expires == null) return;
     renewal.timer = setTimeout(async () => {
       if (!conn.active) return;
       try {
         const next = await this.token();
-        const nextExpires = next ? tokenExpiry(next) : null;
+        const nextExpires = tokenExpiry(next);
         if (nextExpires != null && nextExpires <= expires) {
           throw new PullyError("the token function returned a token that does not expire later than the current one: not renewed");
         }
@@ -610,6 +613,10 @@ export class Pully {
       }
     }, renewDelay(expires, Date.now()));
   }
+
+  #peekUrl() { return this.urls[this.#nextUrl % this.urls.length]; }
+
+  async #tokenValue() { return typeof this.token === "function" ? await this.token() : this.token; }
 
   #onFrame(frame) {
     if (frame.type === "message") {
