@@ -50,6 +50,14 @@ STATE_STYLES = {"Create": "green", "Update": "yellow", "No Change": "dim",
                 "Deleted locally": "red"}  # fmt: skip
 
 
+def _valid_name(name: str) -> None:
+    """A bad function name is a usage error: its message and exit status 2."""
+    try:
+        check_name(name)
+    except DeployError as exc:
+        fail(exc.message, 2)
+
+
 def _functions(flags: dict[str, Any]) -> Functions:
     from ..deploy.aws import Aws
     from ..deploy.functions import Functions
@@ -71,10 +79,7 @@ def function() -> None:
 @settings_options("functions_dir")
 def add(name: str, **flags: Any) -> None:
     """Scaffold functions/NAME/handler.py: a working example that uppercases text."""
-    try:
-        check_name(name)
-    except DeployError as exc:
-        fail(exc.message, 2)
+    _valid_name(name)
     folder = Path(load_settings(flags).functions_dir) / name
     if folder.exists():
         fail(f"function {name!r} already exists: {folder}")
@@ -150,10 +155,7 @@ def deploy(names: tuple[str, ...], **flags: Any) -> None:
 def delete(name: str, yes: bool, keep_local: bool, **flags: Any) -> None:
     """Delete function NAME locally, from S3 and from Lambda (a piece already gone is
     reported, not an error)."""
-    try:
-        check_name(name)
-    except DeployError as exc:
-        fail(exc.message, 2)
+    _valid_name(name)
     fns = _functions(flags)
     where = [] if keep_local else [str(fns.folder / name)]
     if fns.bucket:

@@ -7,6 +7,7 @@ Nothing here runs on a node's event loop: the CLI calls AWS synchronously.
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -122,3 +123,16 @@ def absent_ok(
         if is_missing(exc, *missing):
             return None
         raise
+
+
+def retry_while(codes: set[str], call: Any, timeout: float, delay: float = 5.0) -> Any:
+    """``call()``, retried while AWS answers one of ``codes`` (a dependency still being
+    released), for up to ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except botocore.exceptions.ClientError as exc:
+            if error_code(exc) not in codes or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)

@@ -10,9 +10,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .aws import STACK_TAG, Aws, DeployError
+from .errors import NO_BUCKET
 from .templates import load, render
 
 Action = Literal["created", "updated", "unchanged", "deleted", "absent", "kept"]
+
+
+def changed(action: Action) -> Action:
+    """The action after one more change to a resource: a new one stays ``created``."""
+    return "created" if action == "created" else "updated"
+
+
 STACK_NAME = re.compile(r"^[a-z]([a-z0-9-]{0,20}[a-z0-9])?$")
 CONTAINER = "pully"
 CONTAINER_PORT = 8080
@@ -45,9 +53,7 @@ class StackConfig:
                 "letter (it prefixes load balancer names, which AWS limits to 32)"
             )
         if not self.bucket:
-            raise DeployError(
-                "PULLY_S3_BUCKET is not set: pass --s3-bucket NAME or set s3_bucket in pully.toml"
-            )
+            raise DeployError(NO_BUCKET)
         if not deploying:
             return
         if not self.image:

@@ -32,16 +32,17 @@ def _fingerprint_of(tags: list[dict[str, str]]) -> str | None:
     return next((t["value"] for t in tags if t["key"] == FINGERPRINT_TAG), None)
 
 
+def _active_cluster(step: Step) -> dict[str, Any] | None:
+    found = step.aws.client("ecs").describe_clusters(clusters=[step.config.cluster])
+    active = [c for c in found["clusters"] if c["status"] == "ACTIVE"]
+    return dict(active[0]) if active else None
+
+
 class ClusterStep(Step):
     title = "ECS cluster"
 
-    def _cluster(self) -> dict[str, Any] | None:
-        found = self.aws.client("ecs").describe_clusters(clusters=[self.config.cluster])
-        active = [c for c in found["clusters"] if c["status"] == "ACTIVE"]
-        return dict(active[0]) if active else None
-
     def apply(self) -> list[Change]:
-        if self._cluster() is not None:
+        if _active_cluster(self) is not None:
             return [Change(self.title, self.config.cluster, "unchanged")]
         self.aws.client("ecs").create_cluster(
             clusterName=self.config.cluster,
@@ -51,13 +52,13 @@ class ClusterStep(Step):
         return [Change(self.title, self.config.cluster, "created")]
 
     def remove(self) -> list[Change]:
-        if self._cluster() is None:
+        if _active_cluster(self) is None:
             return [Change(self.title, self.config.cluster, "absent")]
         self.aws.client("ecs").delete_cluster(cluster=self.config.cluster)
         return [Change(self.title, self.config.cluster, "deleted")]
 
     def status(self) -> list[Row]:
-        cluster = self._cluster()
+        cluster = _active_cluster(self)
         if cluster is None:
             return [Row(self.title, self.config.cluster, "missing", False)]
         running = cluster.get("runningTasksCount", 0)
@@ -68,15 +69,17 @@ class TaskDefinitionStep(Step):
     title = "Task definition"
 
     def _latest(self) -> dict[str, Any] | None:
+        """The family's latest revision, if it is ACTIVE."""
         ecs = self.aws.client("ecs")
         try:
-            return dict(
-                ecs.describe_task_definition(taskDefinition=self.config.family, include=["TAGS"])
+            found = ecs.describe_task_definition(
+                taskDefinition=self.config.family, include=["TAGS"]
             )
         except botocore.exceptions.ClientError as exc:
             if error_code(exc) in ("ClientException", "ResourceNotFoundException"):
                 return None  # ECS says "Unable to describe task definition."
             raise
+        return dict(found) if found["taskDefinition"].get("status") == "ACTIVE" else None
 
     def _revisions(self) -> list[str]:
         family = self.config.family
@@ -90,7 +93,7 @@ class TaskDefinitionStep(Step):
         spec = self.template("task-definition.json")
         fp = fingerprint(spec)
         latest = self._latest()
-        if latest is not None and latest["taskDefinition"].get("status") == "ACTIVE":
+        if latest is not None:
             arn = latest["taskDefinition"]["taskDefinitionArn"]
             if _fingerprint_of(latest.get("tags", [])) == fp:
                 self.out.task_definition_arn = arn
@@ -100,8 +103,7 @@ class TaskDefinitionStep(Step):
         )["taskDefinition"]
         arn = registered["taskDefinitionArn"]
         self.out.task_definition_arn = arn
-        active = latest is not None and latest["taskDefinition"].get("status") == "ACTIVE"
-        action: Action = "updated" if active else "created"
+        action: Action = "updated" if latest is not None else "created"
         return [Change(self.title, _short(arn), action, self.config.image or "")]
 
     def remove(self) -> list[Change]:
@@ -115,7 +117,7 @@ class TaskDefinitionStep(Step):
 
     def status(self) -> list[Row]:
         latest = self._latest()
-        if latest is None or latest["taskDefinition"].get("status") != "ACTIVE":
+        if latest is None:
             return [Row(self.title, self.config.family, "missing", False)]
         td = latest["taskDefinition"]
         image = td["containerDefinitions"][0].get("image", "?")
@@ -126,15 +128,13 @@ class ServiceStep(Step):
     title = "ECS service"
 
     def _service(self) -> dict[str, Any] | None:
+        if _active_cluster(self) is None:
+            return None
         found = self.aws.client("ecs").describe_services(
             cluster=self.config.cluster, services=[self.config.service]
-        ) if self._cluster_exists() else {"services": []}  # fmt: skip
+        )
         active = [s for s in found["services"] if s["status"] == "ACTIVE"]
         return dict(active[0]) if active else None
-
-    def _cluster_exists(self) -> bool:
-        found = self.aws.client("ecs").describe_clusters(clusters=[self.config.cluster])
-        return any(c["status"] == "ACTIVE" for c in found["clusters"])
 
     def apply(self) -> list[Change]:
         ecs = self.aws.client("ecs")

@@ -19,8 +19,9 @@ from typing import Any
 
 import botocore.exceptions
 
-from .aws import STACK_TAG, Aws, DeployError, absent_ok, paginate
+from .aws import STACK_TAG, Aws, DeployError, absent_ok, error_code, paginate
 from .base import Change, Row, Step
+from .errors import NO_BUCKET
 from .names import NAME as _NAME
 from .names import check_name
 from .package import Package, build
@@ -153,9 +154,7 @@ class Functions:
 
     def _check_deployable(self) -> None:
         if not self.bucket:
-            raise DeployError(
-                "PULLY_S3_BUCKET is not set: pass --s3-bucket NAME or set s3_bucket in pully.toml"
-            )
+            raise DeployError(NO_BUCKET)
         if not self.role:
             raise DeployError(
                 "PULLY_LAMBDA_ROLE is not set: pass --lambda-role ARN (an IAM role Lambda can "
@@ -280,7 +279,7 @@ class LambdaStep(Step):
             try:
                 self.aws.lambda_.delete_function(FunctionName=full)
             except botocore.exceptions.ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") != "ResourceNotFoundException":
+                if error_code(exc) != "ResourceNotFoundException":
                     raise
             changes.append(Change(self.title, full, "deleted"))
         return changes

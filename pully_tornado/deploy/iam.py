@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from .aws import absent_ok
-from .base import Action, Change, Row, Step
+from .base import Action, Change, Row, Step, changed
 
 POLICY = "pully"
 TRUST = {
@@ -82,7 +82,7 @@ class RolesStep(Step):
                 iam.put_role_policy(
                     RoleName=name, PolicyName=POLICY, PolicyDocument=json.dumps(policy)
                 )
-                action = "created" if action == "created" else "updated"
+                action = changed(action)
             setattr(self.out, attr, role["Role"]["Arn"])
             changes.append(Change(self.title, name, action))
         return changes

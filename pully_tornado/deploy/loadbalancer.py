@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .aws import DeployError, absent_ok
-from .base import Action, Change, Row, Step, contains
+from .base import Action, Change, Row, Step, changed, contains
 
 HEALTH_FIELDS = ("HealthCheckProtocol", "HealthCheckPath", "HealthCheckPort",
                  "HealthCheckIntervalSeconds", "HealthCheckTimeoutSeconds",
@@ -63,7 +63,7 @@ class LoadBalancerStep(Step):
                 action = "updated"
         arn = tg["TargetGroupArn"]
         if self._attributes("target_group", arn, spec.get("targetGroupAttributes", [])):
-            action = "created" if action == "created" else "updated"
+            action = changed(action)
         self.out.target_group_arn = arn
         return Change("Target group", name, action, f"health check {wanted.get('HealthCheckPath')}")
 
@@ -92,7 +92,7 @@ class LoadBalancerStep(Step):
                 action = "updated"
         arn = lb["LoadBalancerArn"]
         if self._attributes("load_balancer", arn, spec.get("loadBalancerAttributes", [])):
-            action = "created" if action == "created" else "updated"
+            action = changed(action)
         self.out.load_balancer_arn = arn
         self.out.dns_name = lb["DNSName"]
         return Change(self.title, name, action, lb["DNSName"])

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .aws import STACK_TAG, DeployError
-from .base import CONTAINER_PORT, Action, Change, Row, Step
-from .storage import retry_while
+from .aws import STACK_TAG, DeployError, retry_while
+from .base import CONTAINER_PORT, Action, Change, Row, Step, changed
 
 ANYWHERE = [{"CidrIp": "0.0.0.0/0", "Description": "websocket and HTTP clients"}]
 SG_RELEASE_TIMEOUT = 600.0  # seconds: Fargate task ENIs can take minutes to go away
@@ -74,7 +73,7 @@ class NetworkStep(Step):
                    if not any(_covers(p, r) for p in group.get("IpPermissions", []))]  # fmt: skip
         if missing:
             ec2.authorize_security_group_ingress(GroupId=group["GroupId"], IpPermissions=missing)
-            action = "created" if action == "created" else "updated"
+            action = changed(action)
         return Change(self.title, name, action, str(group["GroupId"]))
 
     def apply(self) -> list[Change]:

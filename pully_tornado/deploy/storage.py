@@ -4,7 +4,6 @@ in SSM Parameter Store, and the CloudWatch log group."""
 from __future__ import annotations
 
 import secrets
-import time
 from typing import Any
 
 import botocore.exceptions
@@ -192,16 +191,3 @@ class LogsStep(Step):
         if group is None:
             return [Row(self.title, name, "missing", False)]
         return [Row(self.title, name, "present", True, f"{group.get('storedBytes', 0)} bytes")]
-
-
-def retry_while(codes: set[str], call: Any, timeout: float, delay: float = 5.0) -> Any:
-    """``call()``, retried while AWS answers one of ``codes`` (a dependency still being
-    released), for up to ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return call()
-        except botocore.exceptions.ClientError as exc:
-            if error_code(exc) not in codes or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
