@@ -190,6 +190,24 @@ class Generator:
         finally:
             await close_all([*subs, pub.conn])
 
+    @staticmethod
+    def delivery(
+        pub: Publisher, window: Window, expected_of: list[int], subs: list[WSConnection]
+    ) -> dict[str, Any]:
+        """The publisher's outcome and what reached the subscribers, against ``expected_of``
+        (messages each subscriber should have got): lost and duplicated deliveries."""
+        pairs = list(zip(expected_of, subs, strict=True))
+        return {
+            "pub_acks": pub.acks,
+            "pub_nacks": pub.nacks,
+            "pub_nack_codes": pub.nack_codes,
+            "pub_outstanding": pub.outstanding(),
+            "expected": sum(expected_of),
+            "delivered": window.delivered,
+            "lost": sum(max(0, e - c.got) for e, c in pairs),
+            "extra": sum(max(0, c.got - e) for e, c in pairs),
+        }
+
     async def fixed(
         self, subs: list[WSConnection], pub: Publisher, channel: str, conn_info: dict[str, Any]
     ) -> dict[str, Any]:
@@ -210,12 +228,9 @@ class Generator:
         pub.measuring = True
         window.sent = await publish_at(pub, o.rate, o.duration, pick)
         pub.measuring = False
-        expected = window.sent * n
-        drain_s = await self.drain(window, expected)
+        drain_s = await self.drain(window, window.sent * n)
         s1 = self.sample()
         loop = await monitor.stop()
-        lost = sum(max(0, window.sent - c.got) for c in subs)
-        extra = sum(max(0, c.got - window.sent) for c in subs)
         span = max(o.duration, (self.rec.last_recv_ns - window.start_ns) / 1e9)
         per_node: dict[str, Any] = {}
         if self.rec.per_node is not None:  # node 0 has the publisher: local; node 1: remote
@@ -234,14 +249,7 @@ class Generator:
             "duration_s": o.duration,
             "warmup_s": o.warmup,
             "published": window.sent,
-            "pub_acks": pub.acks,
-            "pub_nacks": pub.nacks,
-            "pub_nack_codes": pub.nack_codes,
-            "pub_outstanding": pub.outstanding(),
-            "expected": expected,
-            "delivered": window.delivered,
-            "lost": lost,
-            "extra": extra,
+            **self.delivery(pub, window, [window.sent] * n, subs),
             "offered_per_s": r2(o.rate * n),
             "delivered_per_s": r2(window.delivered / span),
             "drain_ms": round(drain_s * 1000),
@@ -327,12 +335,9 @@ class Generator:
         pub.measuring = False
         window.sent = own_sent + shared_sent
         expected_of = [pub.count.get(ch, 0) + shared_sent for ch in own]
-        expected = sum(expected_of)
-        drain_s = await self.drain(window, expected)
+        drain_s = await self.drain(window, sum(expected_of))
         s1 = self.sample()
         loop = await monitor.stop()
-        lost = sum(max(0, e - c.got) for e, c in zip(expected_of, subs, strict=True))
-        extra = sum(max(0, c.got - e) for e, c in zip(expected_of, subs, strict=True))
         span = max(o.duration, (self.rec.last_recv_ns - window.start_ns) / 1e9)
         srv_us = s1.server_cpu_us - s0.server_cpu_us
         return {
@@ -346,14 +351,7 @@ class Generator:
             "warmup_s": o.warmup,
             "published": window.sent,
             "published_shared": shared_sent,
-            "pub_acks": pub.acks,
-            "pub_nacks": pub.nacks,
-            "pub_nack_codes": pub.nack_codes,
-            "pub_outstanding": pub.outstanding(),
-            "expected": expected,
-            "delivered": window.delivered,
-            "lost": lost,
-            "extra": extra,
+            **self.delivery(pub, window, expected_of, subs),
             "offered_per_s": r2((own_sent + shared_sent * n) / o.duration),
             "delivered_per_s": r2(window.delivered / span),
             "drain_ms": round(drain_s * 1000),
@@ -441,7 +439,8 @@ class Generator:
         groups = max(1, o.groups)
         names = [f"c20k-{self.run_id}-{g}" for g in range(groups)]
         # as many as both sides have file descriptors for (publisher and health check aside)
-        room = max(0, self.nofile - open_fds() - 32)
+        gen_room = self.nofile - open_fds() - 32
+        room = max(0, gen_room)
         if o.server_fd_room:
             room = min(room, o.server_fd_room)
         tried = min(o.subs, room)
@@ -450,7 +449,7 @@ class Generator:
             capped = (
                 f"tried {tried:,} of {o.subs:,} connections: that is all the open-files limits "
                 f"leave room for (server: {o.server_fd_room or 'not given'}, generator: "
-                f"{self.nofile - open_fds() - 32:,})"
+                f"{gen_room:,})"
             )
             self.log(capped)
         await asyncio.sleep(1.0)
