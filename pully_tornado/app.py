@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Callable
 
 import tornado.httpserver
@@ -15,7 +17,9 @@ import tornado.netutil
 import tornado.web
 
 from .errors import ConfigError, PullyError
+from .handlers import guards
 from .handlers.base import JsonHandler
+from .handlers.body_limit import BodyLimit
 from .handlers.health import HealthHandler
 from .handlers.metrics import MetricsHandler
 from .handlers.openapi import OpenApiHandler
@@ -23,6 +27,7 @@ from .handlers.publish import PublishHandler
 from .handlers.relationships import RelationshipsHandler
 from .handlers.static import routes as static_routes
 from .handlers.websocket import WebSocketHandler
+from .listener import NodeServer, raise_open_files_limit
 from .logs import log_request
 from .node import Node
 from .settings import Settings
@@ -74,9 +79,11 @@ def make_app(node: Node) -> tornado.web.Application:
 
 def make_server(node: Node) -> tornado.httpserver.HTTPServer:
     # Bodies up to 8 MiB reach the handlers, which answer 413 (JSON) past their own limits;
-    # beyond that Tornado refuses the request itself.
-    return tornado.httpserver.HTTPServer(
-        make_app(node), max_body_size=MAX_BODY_BYTES, xheaders=False
+    # beyond that BodyLimit answers the same JSON 413 before reading the body.
+    # Accepting goes through the node's Listener: out of descriptors it pauses instead of
+    # spinning, and it closes connections that do not finish a request in time.
+    return NodeServer(
+        BodyLimit(make_app(node), MAX_BODY_BYTES), listener=node.listener, xheaders=False
     )
 
 
@@ -86,10 +93,8 @@ async def run(settings: Settings, on_ready: Callable[[int], None] | None = None)
     try:
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host, backlog=4096)
     except OSError as exc:
-        raise ConfigError(
-            "--port / PULLY_PORT",
-            f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-        ) from None
+        raise _bind_error(settings, exc) from None  # before any log line: the CLI prints one
+    raise_open_files_limit()
     node = Node(settings)
     await node.start()
     server = make_server(node)
@@ -107,7 +112,18 @@ async def run(settings: Settings, on_ready: Callable[[int], None] | None = None)
         os.getpid(),
     )
     if settings.admin_token is None:
-        logger.warning("PULLY_ADMIN_TOKEN is unset: admin routes answer loopback callers only")
+        logger.warning(
+            "PULLY_ADMIN_TOKEN is unset: admin routes answer only loopback callers addressing "
+            "the node as an IP address, localhost or a PULLY_ALLOWED_HOSTS name"
+        )
+    logger.info("%s", guards.describe(settings))
+    for star in guards.wildcards(settings):
+        logger.warning("%s", star)
+    if settings.jwt_secret is None:
+        logger.warning(
+            "DEVELOPMENT MODE: PULLY_JWT_SECRET is unset, so clients need no token and every "
+            "client may subscribe and publish to every channel"
+        )
     if on_ready is not None:
         on_ready(port)
 
@@ -130,6 +146,14 @@ async def run(settings: Settings, on_ready: Callable[[int], None] | None = None)
             loop.remove_signal_handler(sig)
         await node.close()
     logger.info("pully node %s stopped", node.id)
+
+
+def _bind_error(settings: Settings, exc: OSError) -> ConfigError:
+    """The setting to blame when the node cannot listen: the host when its name does not
+    resolve or the address is not this machine's, otherwise (in use, privileged) the port."""
+    bad_host = isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL
+    source = "--host / PULLY_HOST" if bad_host else "--port / PULLY_PORT"
+    return ConfigError(source, f"cannot listen on {settings.host}:{settings.port}: {exc.strerror}")
 
 
 def _redacted(url: str) -> str:

@@ -4,7 +4,9 @@ Claims: ``sub`` (required) is the user; ``channels`` lists globs the connection 
 to (and read presence and history of); ``publish`` lists globs it may publish to; ``exp``
 (optional) ends the connection unless a ``refresh`` frame brings a newer token. The personal
 channel ``user:<sub>`` (and ``user:<sub>:...``) is always the user's own; any other ``user:``
-channel is never theirs, whatever the globs say.
+channel is never theirs, whatever the globs say. So that this reads one way only, a ``sub``
+may not contain ``:`` (a user ``bob:inbox`` would own Bob's ``user:bob:inbox``): such a token
+is refused.
 """
 
 from __future__ import annotations
@@ -72,6 +74,11 @@ def authenticate(token: str | None, secret: str) -> Identity:
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:
         raise Unauthorized("invalid token: 'sub' must be a non-empty string")
+    if ":" in sub:
+        raise Unauthorized(
+            "invalid token: 'sub' must not contain ':' (user:<sub>:... are the user's own "
+            "sub-channels, so a ':' in sub would make another user's channels look like its own)"
+        )
     exp = claims.get("exp")
     return Identity(
         user=sub,

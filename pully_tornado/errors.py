@@ -41,10 +41,20 @@ class TooLarge(PullyError):
     status = 413
 
 
-class Unauthorized(PullyError):
-    """No credentials were presented where they are required (HTTP only)."""
+class UnsupportedMediaType(PullyError):
+    """An admin write whose body is not declared ``application/json``: an HTTP 415 only, never
+    a wire error code (frames have no content type)."""
 
-    code = "forbidden"
+    code = "unsupported_media_type"
+    status = 415
+
+
+class Unauthorized(PullyError):
+    """No valid credentials were presented where they are required: an HTTP 401 (admin routes,
+    the WebSocket handshake). Never a wire error code: on an open connection a refused token
+    (``refresh``) is :class:`Forbidden`."""
+
+    code = "unauthorized"
     status = 401
 
 
@@ -82,3 +92,7 @@ class ConfigError(Exception):
         super().__init__(f"invalid {source}: {problem}")
         self.source = source
         self.problem = problem
+
+
+# Errors that only ever answer an HTTP request: never a wire error code (docs/protocol.md).
+HTTP_ONLY: tuple[type[PullyError], ...] = (Unauthorized, UnsupportedMediaType)

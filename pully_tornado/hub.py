@@ -5,7 +5,8 @@ one WebSocket frame and writes those same bytes to every live local subscriber, 
 
 Per channel the hub keeps a *cursor*: the epoch and offset of the last publication it delivered.
 The node uses it to notice a gap (a publication that does not follow the cursor) and fill it
-from history before delivering further.
+from history before delivering further; the cursor never jumps: when history cannot fill the
+gap, or the epoch changes, the node ends the channel's live subscriptions instead.
 
 Connections still setting up a subscription are *pending*: publications that arrive for them
 are kept, so the node can send ``subscribed`` first and then exactly the messages after the

@@ -49,13 +49,19 @@ def configure(level: str, fmt: str) -> None:
 
 def log_request(handler: Any) -> None:
     """Tornado's ``log_function``: the access log, with structured fields."""
-    status = handler.get_status()
     request = handler.request
+    log_access(
+        handler.get_status(), request.method, request.path, request.remote_ip,
+        request.request_time(),
+    )  # fmt: skip
+
+
+def log_access(status: int, method: str, path: str, remote_ip: str, seconds: float) -> None:
+    """One access log line (also for requests answered before any handler saw them)."""
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    duration_ms = round(1000.0 * seconds, 2)
     access_log.log(
-        level, "%d %s %s (%s) %.2fms", status, request.method, request.path, request.remote_ip,
-        1000.0 * request.request_time(),
-        extra={"status": status, "method": request.method, "path": request.path,
-               "remote_ip": request.remote_ip,
-               "duration_ms": round(1000.0 * request.request_time(), 2)},
+        level, "%d %s %s (%s) %.2fms", status, method, path, remote_ip, duration_ms,
+        extra={"status": status, "method": method, "path": path, "remote_ip": remote_ip,
+               "duration_ms": duration_ms},
     )  # fmt: skip

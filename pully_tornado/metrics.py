@@ -34,7 +34,15 @@ class NodeCollector(Collector):
                 node.hub.subscriptions,
             ),
             "channels": ("Channels with local subscribers", len(node.hub)),
+            "broker_channels": (
+                "Channels the broker keeps state for in this process",
+                node.broker.channel_count,
+            ),
             "broker_connected": ("1 while the broker is reachable", int(node.broker.connected)),
+            "pending_connections": (
+                "Connections that have not finished a request (handshakes, idle keep-alive)",
+                node.listener.pending,
+            ),
             "relationships_version": (
                 "Relationships version this node runs (-1: not loaded)",
                 -1 if node.relationships.version is None else node.relationships.version,
@@ -64,6 +72,26 @@ class NodeCollector(Collector):
         yield CounterMetricFamily(
             "pully_gaps_filled", "Messages this node recovered from history after a gap",
             value=node.gaps_filled,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "pully_insufficient_state", "Subscriptions this node ended with reason "
+            "insufficient_state: it could not vouch that they got every message",
+            value=node.insufficient_states,
+        )  # fmt: skip
+        pauses = CounterMetricFamily(
+            "pully_accept_pauses", "Times accepting paused as accept() failed (EMFILE: out of "
+            "descriptors), by error", labels=["error"],
+        )  # fmt: skip
+        for error, count in node.listener.accept_pauses.items():
+            pauses.add_metric([error], count)
+        yield pauses
+        yield CounterMetricFamily(
+            "pully_handshake_timeouts", "Connections closed for not finishing a request within "
+            "PULLY_HANDSHAKE_TIMEOUT", value=node.listener.timeouts,
+        )  # fmt: skip
+        yield CounterMetricFamily(
+            "pully_connections_refused", "Connections closed on accept: PULLY_MAX_CONNECTIONS "
+            "connections had not finished a request", value=node.listener.refused,
         )  # fmt: skip
 
 

@@ -23,6 +23,7 @@ from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
 from .functions.pipeline import Pipeline
 from .hub import Channel, Conn, Hub
 from .keepalive import KeepAlive
+from .listener import Listener
 from .metrics import Metrics
 from .protocol import Since
 from .relationships import Relationships
@@ -39,7 +40,7 @@ RECOVERY_CONCURRENCY = 16  # channels checked at once after the broker reconnect
 class Subscribed:
     """Result of :meth:`Node.subscribe`. The caller sends, in this order and without awaiting
     anything in between: ``replay`` (recovered messages), the ``subscribed`` reply, ``backlog``
-    (what arrived during set-up)."""
+    (what arrived during set-up; ending with an ``unsubscribed`` frame if that has a hole)."""
 
     position: Position
     recovered: bool | None = None  # None: no recovery was asked for
@@ -64,12 +65,15 @@ class Node:
         self.id = settings.node_id
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
-        self.relationships = RelationshipsManager(store or create_store(settings))
+        self.relationships = RelationshipsManager(
+            store or create_store(settings), self.id, self._send_relationships
+        )
         self.keepalive = KeepAlive(
             settings.ping_interval,
             settings.ping_timeout,
             lambda: self.count_disconnect("ping_timeout"),
         )
+        self.listener = Listener(settings.handshake_timeout, settings.max_connections)
         self.metrics = Metrics(self)
         self.pipeline = Pipeline(settings, self._observe_function)
         self.publishes: collections.Counter[str] = collections.Counter()
@@ -84,6 +88,7 @@ class Node:
         self.started_at = time.time()
         self.draining = False
         self.gaps_filled = 0
+        self.insufficient_states = 0  # subscriptions ended with reason insufficient_state
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -150,8 +155,10 @@ class Node:
 
     @property
     def full(self) -> bool:
+        """At ``PULLY_MAX_CONNECTIONS``: WebSockets plus connections that have not finished a
+        request (a handshake asking is not one of them: its request was read)."""
         limit = self.settings.max_connections
-        return bool(limit) and len(self.connections) >= limit
+        return bool(limit) and len(self.connections) + self.listener.pending >= limit
 
     # -- broker events -----------------------------------------------------------------------
 
@@ -163,13 +170,13 @@ class Node:
             ch.recovering.append((offset, epoch, payload))
             return
         if ch.live and ch.epoch:
-            if epoch == ch.epoch:
-                if offset <= ch.offset:
-                    return  # already delivered (a recovery read it from history first)
-                if offset != ch.offset + 1:
-                    self._fill_gap(channel, ch, (offset, epoch, payload))
+            if epoch != ch.epoch:  # the sequence they follow ended: its end may be missing here
+                self._end_subscriptions(channel, ch, f"its epoch changed to {epoch}")
+                if self.hub.channels.get(channel) is not ch:
                     return
-            elif offset != 1:  # a new sequence whose start we missed
+            elif offset <= ch.offset:
+                return  # already delivered (a recovery read it from history first)
+            elif offset != ch.offset + 1:
                 self._fill_gap(channel, ch, (offset, epoch, payload))
                 return
         self.hub.deliver(ch, offset, epoch, payload)
@@ -183,12 +190,11 @@ class Node:
         try:
             message = orjson.loads(payload)
             version, sender = int(message["version"]), str(message["node"])
+            digest = message.get("digest")  # absent from nodes older than the split check
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             logger.warning("ignoring a malformed relationships control message: %r", payload[:200])
             return
-        if sender != self.id and version > (self.relationships.version or 0):
-            logger.info("node %s saved relationships version %d; reloading", sender, version)
-            self.relationships.reload_soon()
+        self.relationships.on_peer(sender, version, digest if isinstance(digest, str) else None)
 
     def on_broker_state(self, connected: bool) -> None:
         if not connected:
@@ -210,36 +216,49 @@ class Node:
         self._spawn(self._recover_channel(channel, ch))
 
     async def _recover_channel(self, channel: str, ch: Channel) -> None:
+        """Deliver what history holds after the cursor, then the publications held meanwhile.
+        When history does not hold all of it (trimmed, expired, another epoch, or unreadable),
+        the channel's subscribers here are ended instead (:meth:`_end_subscriptions`)."""
+        since = Since(ch.offset, ch.epoch)
         try:
-            history: History | None = await self._history_after(channel, ch.epoch, ch.offset)
+            history: History | None = await self.broker.history(channel, since=since)
         except PullyError as exc:
             logger.warning("could not fill a gap on %s from history: %s", channel, exc.message)
             history = None
         held, ch.recovering = ch.recovering or [], None
         if self.hub.channels.get(channel) is not ch:
             return  # everyone left meanwhile
-        if history is not None:
-            epoch = history.position.epoch
+        if Since(ch.offset, ch.epoch) != since:
+            pass  # everyone it was for left; those live now got their position from the broker
+        elif history is None or not history.covered:
+            self._end_subscriptions(channel, ch, "history does not hold all this node missed")
+        else:
             for offset, payload in zip(history.offsets, history.messages, strict=True):
-                if epoch != ch.epoch or offset > ch.offset:
-                    self.hub.deliver(ch, offset, epoch, payload)
-                    self.gaps_filled += 1
-        held = [m for m in held if m[1] != ch.epoch or m[0] > ch.offset]
-        if history is None or not history.covered:
-            logger.warning(
-                "channel %s: history does not cover all this node missed; subscribers see the "
-                "jump in offsets", channel,
-            )  # fmt: skip
-            ch.epoch = ""  # continue from whatever comes next instead of retrying forever
-        for message in held:
+                self.hub.deliver(ch, offset, since.epoch, payload)
+                self.gaps_filled += 1
+        for message in held:  # for subscribers still setting up, if the live ones were ended
             self.on_publication(channel, *message)
 
-    async def _history_after(self, channel: str, epoch: str, offset: int) -> History:
-        """Everything after (``epoch``, ``offset``); if the epoch changed, the new one from 1."""
-        history = await self.broker.history(channel, since=Since(offset, epoch))
-        if history.position.epoch != epoch:
-            history = await self.broker.history(channel, since=Since(0, history.position.epoch))
-        return history
+    def _end_subscriptions(self, channel: str, ch: Channel, why: str) -> None:
+        """This node cannot vouch that its live subscribers of ``channel`` got every message
+        after its cursor: rather than let them see a jump (or a new epoch), it drops their
+        subscriptions and tells each ``unsubscribed`` with ``reason: insufficient_state`` and
+        ``resubscribe: true``. Their clients subscribe again with ``since`` at once, and that
+        answer says truthfully whether the gap was recovered (Centrifugo's "insufficient
+        state"). Subscribers still setting up are kept: their position comes from the broker."""
+        subscribers = list(ch.live)
+        if not subscribers:
+            return
+        logger.warning(
+            "channel %s: %s; its %d subscribers here are told to resubscribe "
+            "(insufficient_state)", channel, why, len(subscribers),
+        )  # fmt: skip
+        frame = protocol.text_frame(protocol.insufficient_state(channel))
+        for conn in subscribers:
+            conn.write_frame(frame)
+            conn.channels.discard(channel)
+            self._drop(conn, channel)
+        self.insufficient_states += len(subscribers)
 
     async def _check_all_channels(self) -> None:
         """After a broker outage: catch up every channel with local subscribers."""
@@ -257,12 +276,11 @@ class Node:
     async def save_relationships(self, relationships: Relationships) -> int:
         """Store a new version, apply it here, and tell every node to reload from the store.
         Raises ``Unavailable`` when the store cannot be reached (nothing changed then)."""
+        return await self.relationships.save(relationships)
 
-        async def announce(version: int) -> None:
-            payload = orjson.dumps({"version": version, "node": self.id})
-            await self.broker.publish_control("relationships", payload)
-
-        return await self.relationships.save(relationships, announce)
+    async def _send_relationships(self, payload: bytes) -> None:
+        """What this node runs (``{"version", "node", "digest"}``), to every node."""
+        await self.broker.publish_control("relationships", payload)
 
     # -- connections -------------------------------------------------------------------------
 
@@ -270,11 +288,19 @@ class Node:
         self.connections[conn] = identity
         self.keepalive.add(conn)
 
-    def reidentify(self, conn: Conn, identity: Identity) -> None:
-        """Replace a connection's identity (token refresh); the user must stay the same."""
+    def reidentify(self, conn: Conn, identity: Identity) -> list[str]:
+        """Replace a connection's identity (token refresh); the user must stay the same.
+
+        Every subscription is checked against the new rights: those no longer allowed are
+        dropped here, and returned (sorted) so the caller tells the client."""
         if self.connections.get(conn, identity).user != identity.user:
             raise Forbidden("a refreshed token must be for the same user")
         self.connections[conn] = identity
+        revoked = sorted(c for c in conn.channels if not identity.may_subscribe(c))
+        for channel in revoked:
+            conn.channels.discard(channel)
+            self._drop(conn, channel)
+        return revoked
 
     def unregister(self, conn: Conn) -> None:
         """Forget a closed connection and all its subscriptions."""
@@ -329,9 +355,21 @@ class Node:
         backlog = self.hub.activate(channel, conn, position.epoch, position.offset)
         if backlog is None:  # closed meanwhile
             return Subscribed(position, recovered)
+        frames = [m[2] for m in backlog]
+        follow = _following(position, backlog)
+        if follow < len(backlog):  # this node missed publications while it was set up
+            logger.warning(
+                "channel %s: publications missed while a subscription was set up; it is told "
+                "to resubscribe (insufficient_state)", channel,
+            )  # fmt: skip
+            conn.channels.discard(channel)
+            self._drop(conn, channel)
+            self.insufficient_states += 1
+            frames[follow:] = [protocol.insufficient_state(channel)]
+            return Subscribed(position, recovered, replay, frames)
         if self._presence_enabled(channel):
             self._join(conn, channel)
-        return Subscribed(position, recovered, replay, [m[2] for m in backlog])
+        return Subscribed(position, recovered, replay, frames)
 
     async def unsubscribe(self, conn: Conn, channel: str) -> None:
         if channel in conn.channels:
@@ -368,6 +406,9 @@ class Node:
         if conn is not None and not self._identity(conn).may_publish(channel):
             raise Forbidden(f"not allowed to publish to {channel!r}")
         relationships = self.relationships.require()  # one document for the whole pipeline
+        options = relationships.options_for(channel)
+        if conn is not None and options.publish == "server":
+            raise Forbidden(f"only the server publishes to {channel!r} (its options say so)")
         result = await self.pipeline.run(
             relationships, channel, data, None if conn is None else conn.client_id
         )
@@ -378,7 +419,11 @@ class Node:
                 f"the functions made the message {len(result)} bytes; the limit is "
                 f"{self.settings.max_message_bytes} (PULLY_MAX_MESSAGE_BYTES)"
             )
-        return Published(await self.broker.publish(channel, result))
+        return Published(
+            await self.broker.publish(
+                channel, result, history_size=options.history_size, history_ttl=options.history_ttl
+            )
+        )
 
     async def history(self, conn: Conn, channel: str, limit: int | None) -> History:
         self._check_read(conn, channel)
@@ -389,11 +434,16 @@ class Node:
         if not self._presence_enabled(channel):
             raise BadRequest(
                 f"channel {channel!r} has no presence (PULLY_PRESENCE_CHANNELS: "
-                f"{', '.join(self.settings.presence_channels) or 'none'})"
+                f"{', '.join(self.settings.presence_channels) or 'none'}; or the channel's "
+                "presence option)"
             )
         return await self.broker.presence(channel)
 
     def _presence_enabled(self, channel: str) -> bool:
+        """The channel's ``presence`` option when set, else ``PULLY_PRESENCE_CHANNELS``."""
+        presence = self.relationships.current.options_for(channel).presence
+        if presence is not None:
+            return presence
         return any(fnmatch.fnmatchcase(channel, g) for g in self.settings.presence_channels)
 
     def _join(self, conn: Conn, channel: str) -> None:
@@ -421,8 +471,12 @@ class Node:
     # -- reporting ---------------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
+        relationships = self.relationships.describe()
         healthy = (
-            self.broker.connected and not self.draining and self.relationships.version is not None
+            self.broker.connected
+            and not self.draining
+            and self.relationships.version is not None
+            and not relationships["split"]
         )
         return {
             "status": "ok" if healthy else ("draining" if self.draining else "unavailable"),
@@ -434,7 +488,7 @@ class Node:
             "connections": len(self.connections),
             "channels": len(self.hub),
             "subscriptions": self.hub.subscriptions,
-            "relationships": self.relationships.describe(),
+            "relationships": relationships,
             "uptime": round(time.time() - self.started_at, 3),
         }
 
@@ -442,3 +496,11 @@ class Node:
 def _retrieve(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+def _following(position: Position, messages: list[tuple[int, str, bytes]]) -> int:
+    """How many of ``messages`` (offset, epoch, payload) follow ``position`` without a hole."""
+    for i, (offset, epoch, _) in enumerate(messages):
+        if epoch != position.epoch or offset != position.offset + i + 1:
+            return i
+    return len(messages)

@@ -15,7 +15,12 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from . import __version__
 from .protocol import CHANNEL_PATTERN
-from .relationships.schema import FUNCTION_SCHEMAS, FunctionField, RelationshipsSchema
+from .relationships.schema import (
+    FUNCTION_SCHEMAS,
+    ChannelKey,
+    FunctionField,
+    RelationshipsSchema,
+)
 
 
 class ProblemSchema(Schema):
@@ -71,16 +76,24 @@ class BrokerStateSchema(Schema):
 
 
 class StoreStateSchema(Schema):
-    kind = fields.String(required=True)
+    kind = fields.String(required=True, validate=validate.OneOf(["file", "s3", "redis"]))
     path = fields.String()
     bucket = fields.String()
     key = fields.String()
+    server = fields.String(metadata={"description": "redis: host:port/db"})
 
 
 class RelationshipsStateSchema(Schema):
     version = fields.Integer(required=True, allow_none=True)
+    digest = fields.String(required=True, metadata={"description": "of the document it runs"})
     store = fields.Nested(StoreStateSchema, required=True)
     error = fields.String(required=True, allow_none=True)
+    split = fields.Boolean(
+        required=True,
+        metadata={"description": "another node runs a different document under the same "
+                                 "version, or one this node's store lacks (the status is 503)"},
+    )  # fmt: skip
+    split_reason = fields.String(metadata={"description": "present when split"})
 
 
 class HealthSchema(Schema):
@@ -105,8 +118,10 @@ def _json(schema: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[int, Any]:
     reasons = {400: "invalid request (every problem listed)", 401: "admin token missing",
-               403: "admin token rejected, or not a loopback caller without PULLY_ADMIN_TOKEN",
-               413: "body too large", 502: "a channel function failed",
+               403: "a browser page of another origin or site; the admin token rejected; or, "
+                    "without PULLY_ADMIN_TOKEN, not a loopback caller or an untrusted Host",
+               413: "body too large", 415: "the body is not sent as application/json",
+               502: "a channel function failed",
                503: "broker or store unreachable: nothing changed"}  # fmt: skip
     return {s: {"description": reasons[s], **_json("Error")} for s in statuses}
 
@@ -132,6 +147,8 @@ def _exact_constraints(self: Any, field: fields.Field[Any], ret: dict[str, Any])
         for v in key_field.validators:
             if isinstance(v, validate.Regexp):
                 extra["propertyNames"] = {"pattern": v.regex.pattern}
+            if isinstance(v, ChannelKey):
+                extra["propertyNames"]["maxLength"] = v.max_length
     return extra
 
 
@@ -140,8 +157,9 @@ def build() -> dict[str, Any]:
     spec = APISpec(
         title="Pully", version=__version__, openapi_version="3.1.0",
         plugins=[marshmallow_plugin],
-        info={"description": "HTTP routes of a Pully node. The WebSocket protocol (GET /ws) is "
-                             "in docs/protocol.md."},
+        info={"description": "Every HTTP route of a Pully node. GET /ws is documented as the "
+                             "handshake only: the WebSocket protocol it upgrades to is in "
+                             "docs/protocol.md."},
     )  # fmt: skip
     assert marshmallow_plugin.converter is not None
     marshmallow_plugin.converter.add_attribute_function(_exact_constraints)  # type: ignore[no-untyped-call]
@@ -167,25 +185,59 @@ def build() -> dict[str, Any]:
         "post": {"summary": "Validate, save as a new version, reload every node",
                  "security": admin, "requestBody": body,
                  "responses": {200: {"description": "saved", **_json("Saved")},
-                               **_errors(400, 401, 403, 413, 503)}},
+                               **_errors(400, 401, 403, 413, 415, 503)}},
     })  # fmt: skip
     spec.path("/publish", operations={
         "post": {"summary": "Publish like a WebSocket client (the channel's functions run)",
                  "security": admin,
                  "requestBody": {"required": True, **_json("PublishBody")},
                  "responses": {200: {"description": "published or dropped", **_json("Published")},
-                               **_errors(400, 401, 403, 413, 502, 503)}},
+                               **_errors(400, 401, 403, 413, 415, 502, 503)}},
     })  # fmt: skip
     spec.path("/healthz", operations={
         "get": {"summary": "Node health",
                 "responses": {200: {"description": "serving", **_json("Health")},
                               503: {"description": "broker unreachable, relationships not "
-                                                   "loaded, or draining", **_json("Health")}}},
+                                                   "loaded or split from the other nodes, or "
+                                                   "draining", **_json("Health")}}},
     })  # fmt: skip
     spec.path("/metrics", operations={
         "get": {"summary": "Prometheus metrics of this node",
                 "responses": {200: {"description": "Prometheus text format",
                                     "content": {"text/plain": {"schema": {"type": "string"}}}}}},
     })  # fmt: skip
+    text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+    spec.path("/ws", operations={
+        "get": {"summary": "The WebSocket handshake: upgrades to protocol v1 (docs/protocol.md)",
+                "parameters": [{"name": "token", "in": "query", "required": False,
+                                "description": "the client's JWT when PULLY_JWT_SECRET is set "
+                                               "(or Authorization: Bearer)",
+                                "schema": {"type": "string"}}],
+                "responses": {
+                    101: {"description": "switched to the WebSocket protocol"},
+                    400: {"description": "not a WebSocket upgrade request", **text},
+                    401: {"description": "token missing or invalid", **_json("Error")},
+                    403: {"description": "a browser page that is neither the node's own (a DNS "
+                                         "name needs PULLY_ALLOWED_HOSTS) nor in "
+                                         "PULLY_ALLOWED_ORIGINS", **_json("Error")},
+                    426: {"description": "unsupported Sec-WebSocket-Version (13 is)"},
+                    503: {"description": "draining, or at PULLY_MAX_CONNECTIONS: try another "
+                                         "node", **_json("Error")}}},
+    })  # fmt: skip
+    spec.path("/openapi.json", operations={
+        "get": {"summary": "This document",
+                "responses": {200: {"description": "OpenAPI 3.1", "content": {
+                    "application/json": {"schema": {"type": "object"}}}}}},
+    })  # fmt: skip
+    for path, (summary, media_type) in {
+        "/": ("The playground page", "text/html"),
+        "/pully.js": ("The browser client, an ES module (docs/clients.md)", "text/javascript"),
+    }.items():
+        spec.path(path, operations={
+            "get": {"summary": summary,
+                    "responses": {200: {"description": summary,
+                                        "content": {media_type: {"schema": {"type": "string"}}}},
+                                  304: {"description": "unchanged (If-None-Match)"}}},
+        })  # fmt: skip
     document: dict[str, Any] = spec.to_dict()
     return document

@@ -8,6 +8,7 @@ built once per node and the same bytes go to every local subscriber.
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 from dataclasses import dataclass
@@ -27,7 +28,9 @@ MAX_ID_LENGTH: Final = 200
 
 # Close codes (RFC 6455 section 7.4 plus Pully's application range 4000-4999).
 CLOSE_DRAINING: Final = 1012  # service restart: reconnect (to another node)
-CLOSE_TOO_BIG: Final = 1009  # frame past PULLY_MAX_FRAME_BYTES (sent by Tornado)
+CLOSE_PROTOCOL_ERROR: Final = 1002  # the client broke RFC 6455 (unmasked frame, bad opcode, ...)
+CLOSE_INVALID_DATA: Final = 1007  # a text frame or close reason that is not UTF-8
+CLOSE_TOO_BIG: Final = 1009  # frame past PULLY_MAX_FRAME_BYTES
 CLOSE_TOKEN_EXPIRED: Final = 4001  # the JWT's exp passed without a refresh
 CLOSE_SLOW_CONSUMER: Final = 4008  # outgoing buffer full: the client stopped reading
 CLOSE_RATE_LIMITED: Final = 4029  # kept publishing past the rate limit
@@ -81,6 +84,49 @@ def check_channel(name: object, field: str = "channel") -> str:
             f"channel name {name[:60]!r} is invalid: use 1-200 chars of A-Z a-z 0-9 _ - : . @ / ="
         )
     return name
+
+
+# orjson reads integers in [-2**63, 2**64 - 1] exactly and any larger one as a float, which would
+# change the data. Only a run of 19 or more digits can be out of that range, so the exact check
+# (stdlib json, slow) runs only for bodies that contain one.
+_LONG_DIGITS: Final = re.compile(rb"\d{19,}")
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**64 - 1
+
+
+def check_exact_numbers(raw: str | bytes, field: str = "data") -> None:
+    """Raise :class:`BadRequest` naming the place if the JSON text ``raw`` holds, under its
+    ``field`` member, an integer orjson cannot carry exactly (beyond 64 bits): Pully delivers
+    data exactly as sent or refuses it, never rounded."""
+    text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+    if _LONG_DIGITS.search(text) is None:
+        return
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return  # orjson accepted it; stdlib json disagreeing is not this check's business
+    if isinstance(doc, dict) and field in doc:
+        where = _inexact_int(doc[field], field)
+        if where is not None:
+            raise BadRequest(
+                f"field '{where}' is an integer beyond 64 bits, which JSON clients cannot carry "
+                "exactly; send it as a string"
+            )
+
+
+def _inexact_int(value: Any, path: str) -> str | None:
+    """The path of the first integer in ``value`` outside orjson's exact range, if any."""
+    stack: list[tuple[Any, str]] = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, int) and not isinstance(item, bool):
+            if not _INT_MIN <= item <= _INT_MAX:
+                return where
+        elif isinstance(item, dict):
+            stack.extend((v, f"{where}.{k}") for k, v in reversed(item.items()))
+        elif isinstance(item, list):
+            stack.extend((v, f"{where}[{i}]") for i, v in reversed(list(enumerate(item))))
+    return None
 
 
 def encode_data(data: Any) -> bytes:
@@ -160,6 +206,7 @@ def decode(raw: str | bytes, max_bytes: int) -> Command:
         if kind == "publish":
             if "data" not in frame:
                 raise BadRequest("field 'data' is required in publish (null is allowed)")
+            check_exact_numbers(raw)
             return Command(kind, rid, channel, data=encode_data(frame["data"]))
         if kind == "subscribe" and frame.get("since") is not None:
             return Command(kind, rid, channel, since=_since(frame["since"]))
@@ -226,6 +273,21 @@ def history_reply(
         head["id"] = request_id
     head.update(channel=channel, offset=offset, epoch=epoch)
     return _with_list(head, "messages", messages)
+
+
+def unsubscribed(channel: str, reason: str, **fields: Any) -> bytes:
+    """An ``unsubscribed`` frame the server sends on its own (no request ``id``): the node ended
+    the subscription, ``reason`` says why (``forbidden``: a refreshed token no longer allows the
+    channel)."""
+    return orjson.dumps({"type": "unsubscribed", "channel": channel, "reason": reason, **fields})
+
+
+def insufficient_state(channel: str) -> bytes:
+    """The node cannot vouch that the subscriber got every message of ``channel`` since its
+    last one (it missed some and history no longer holds them, or the epoch changed): the
+    subscription ended, and the client subscribes again at once with ``since`` to learn the
+    truth (``recovered``)."""
+    return unsubscribed(channel, "insufficient_state", resubscribe=True)
 
 
 def reconnect(reason: str) -> bytes:

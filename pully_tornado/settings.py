@@ -9,6 +9,7 @@ CLI prints as one line before exiting with status 2.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 import secrets
@@ -84,14 +85,81 @@ def _redis_url(raw: str) -> str | None:
 
 
 def _store(raw: str) -> str:
+    if raw in ("", "redis"):
+        return raw
     scheme = urlsplit(raw).scheme
+    if scheme in ("redis", "rediss", "unix"):
+        return _redis_url(raw) or ""
     if scheme not in ("file", "s3"):
-        raise ValueError("must be file://PATH or s3://BUCKET/KEY")
+        raise ValueError("must be redis, a redis:// URL, s3://BUCKET/KEY or file://PATH")
     return raw
 
 
-def _globs(raw: str) -> tuple[str, ...]:
-    return tuple(o.strip().rstrip("/") for o in raw.split(",") if o.strip())
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9_-]{1,63}(?<!-)$")  # _ too: Docker service names
+
+
+def _host(raw: str) -> str:
+    """An IP address, a host name, or empty (every interface). ``256.1.1.1`` is neither: a
+    name whose last label is all digits would only be sent to DNS to fail there."""
+    if not raw:
+        return raw
+    try:
+        ipaddress.ip_address(raw)
+        return raw
+    except ValueError:
+        pass
+    labels = raw.removesuffix(".").split(".")
+    valid = len(raw) <= 253 and all(_HOST_LABEL.match(label) for label in labels)
+    if not valid or labels[-1].isdigit():
+        raise ValueError("is not an IP address or a host name")
+    return raw
+
+
+def _globs(check: Callable[[str], str | None], strip: str = "") -> Callable[[str], tuple[str, ...]]:
+    """A comma-separated list of globs, each refused with ``check``'s reason (None: valid)."""
+
+    def parse(raw: str) -> tuple[str, ...]:
+        globs = tuple(g.strip().rstrip(strip) for g in raw.split(",") if g.strip())
+        for glob in globs:
+            problem = check(glob)
+            if problem is not None:
+                raise ValueError(f"holds {glob!r}, an invalid glob: {problem}")
+        return globs
+
+    return parse
+
+
+def _channel_glob_problem(glob: str) -> str | None:
+    """Why ``glob`` can match no channel (the relationships document's rules), or None."""
+    from .relationships.rules import key_problem  # the channel grammar has one home
+
+    return key_problem(glob)
+
+
+def _origin_glob_problem(glob: str) -> str | None:
+    """Why ``glob`` is no glob ``fnmatch`` reads as written (a class never closed, or empty),
+    or None."""
+    i = glob.find("[")
+    while i >= 0:
+        start = i + 2 if glob.startswith("!", i + 1) else i + 1
+        end = glob.find("]", start)
+        if end < 0:
+            return f"'[' at position {i + 1} is never closed"
+        if end == start:
+            return f"{glob[i : end + 1]!r} is empty: it matches no character"
+        i = glob.find("[", end + 1)
+    return None
+
+
+def _host_glob_problem(glob: str) -> str | None:
+    """Why ``glob`` is no host name glob (``pully.example.com``, ``*.example.com``), or None."""
+    if any(c in glob for c in ":/@"):
+        return "give a host name without scheme, port or path, e.g. pully.example.com"
+    return _origin_glob_problem(glob)
+
+
+def _hosts(raw: str) -> tuple[str, ...]:
+    return _globs(_host_glob_problem)(raw.lower())
 
 
 def _secret(raw: str) -> str | None:
@@ -134,7 +202,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", "PULLY_HOST", _str, "0.0.0.0", "Address to listen on."),
+    Option("host", "PULLY_HOST", _host, "0.0.0.0", "Address to listen on."),
     Option("port", "PULLY_PORT", _int(0, 65535), "8080", "Port to listen on (0: any free port)."),
     Option(
         "redis_url",
@@ -147,8 +215,10 @@ OPTIONS: tuple[Option, ...] = (
         "store",
         "PULLY_STORE",
         _store,
-        "file://./relationships.json",
-        "Where relationships.json lives: file://PATH or s3://BUCKET/KEY.",
+        "",
+        "Where the relationships document lives: redis (the cluster's Redis), a redis:// URL, "
+        "s3://BUCKET/KEY or file://PATH; unset: redis in cluster mode, "
+        "file://./relationships.json in embedded mode.",
     ),
     Option(
         "functions_dir",
@@ -176,7 +246,8 @@ OPTIONS: tuple[Option, ...] = (
         "PULLY_ADMIN_TOKEN",
         _optional,
         "",
-        "Bearer token for admin routes; unset: admin routes answer loopback callers only.",
+        "Bearer token for admin routes; unset: admin routes answer loopback callers only, "
+        "addressing the node as an IP address, localhost or a PULLY_ALLOWED_HOSTS name.",
     ),
     Option(
         "jwt_secret",
@@ -203,8 +274,9 @@ OPTIONS: tuple[Option, ...] = (
         "history_size",
         "PULLY_HISTORY_SIZE",
         _int(0),
-        "100",
-        "Messages kept per channel for recovery and the history command.",
+        "500",
+        "Messages kept per channel for recovery and the history command (500 covers a node "
+        "failover at 100 msg/s: docs/reliability.md); per channel: relationships options.",
     ),
     Option(
         "history_ttl",
@@ -218,12 +290,13 @@ OPTIONS: tuple[Option, ...] = (
         "PULLY_META_TTL",
         _float(0),
         "86400",
-        "Seconds an idle channel keeps its offset and epoch (0: forever).",
+        "Seconds an idle channel keeps its offset and epoch in Redis (0: forever); the "
+        "in-process broker keeps a channel while it has subscribers or history.",
     ),
     Option(
         "presence_channels",
         "PULLY_PRESENCE_CHANNELS",
-        _globs,
+        _globs(_channel_glob_problem),
         "presence:*",
         "Comma-separated channel globs that track presence and send join/leave.",
     ),
@@ -250,6 +323,21 @@ OPTIONS: tuple[Option, ...] = (
         "row close it (4029).",
     ),
     Option(
+        "subscribe_rate",
+        "PULLY_SUBSCRIBE_RATE",
+        _float(0),
+        "50",
+        "Subscribes plus unsubscribes per second allowed per connection (0: unlimited).",
+    ),
+    Option(
+        "subscribe_burst",
+        "PULLY_SUBSCRIBE_BURST",
+        _int(1),
+        "1000",
+        "Subscribes a connection may send at once above the rate (a reconnecting client "
+        "resubscribes everything at once); this many refused in a row close it (4029).",
+    ),
+    Option(
         "max_subscriptions",
         "PULLY_MAX_SUBSCRIPTIONS",
         _int(1),
@@ -261,7 +349,17 @@ OPTIONS: tuple[Option, ...] = (
         "PULLY_MAX_CONNECTIONS",
         _int(0),
         "0",
-        "Connections this node accepts (0: unlimited); past it the handshake gets 503.",
+        "Connections this node accepts, WebSockets plus connections still sending a request "
+        "(0: unlimited); past it a handshake gets 503, and while this many are still sending "
+        "one, new connections are closed at once.",
+    ),
+    Option(
+        "handshake_timeout",
+        "PULLY_HANDSHAKE_TIMEOUT",
+        _float(0.1),
+        "10",
+        "Seconds a connection has to send a complete HTTP request (the WebSocket handshake, "
+        "or the next request on a kept-alive connection); past it the connection is closed.",
     ),
     Option(
         "ping_interval",
@@ -327,10 +425,19 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "allowed_origins",
         "PULLY_ALLOWED_ORIGINS",
-        _globs,
+        _globs(_origin_glob_problem, strip="/"),
         "",
-        "Comma-separated browser origins allowed to connect ('*' for any); "
-        "unset: same-origin pages and non-browser clients only.",
+        "Comma-separated browser origins allowed to open WebSockets ('*' for any; never "
+        "admin routes); unset: the node's own pages and non-browser clients only.",
+    ),
+    Option(
+        "allowed_hosts",
+        "PULLY_ALLOWED_HOSTS",
+        _hosts,
+        "",
+        "Comma-separated DNS names (globs) that address this node, e.g. pully.example.com: "
+        "pages there are its own; unset: only an IP address or localhost does (any other "
+        "name could be DNS rebinding).",
     ),
     Option(
         "uvloop",
@@ -351,7 +458,7 @@ class Settings:
     host: str = "0.0.0.0"
     port: int = 8080
     redis_url: str | None = None
-    store: str = "file://./relationships.json"
+    store: str = ""  # "": see store_url
     functions_dir: str = "./functions"
     functions_runtime: str = "local"
     function_workers: int = 2
@@ -359,15 +466,18 @@ class Settings:
     jwt_secret: str | None = None
     max_message_bytes: int = 64 * KIB
     max_frame_bytes: int = 1 * MIB
-    history_size: int = 100
+    history_size: int = 500
     history_ttl: float = 300.0
     meta_ttl: float = 86400.0
     presence_channels: tuple[str, ...] = ("presence:*",)
     presence_ttl: float = 60.0
     publish_rate: float = 100.0
     publish_burst: int = 200
+    subscribe_rate: float = 50.0
+    subscribe_burst: int = 1000
     max_subscriptions: int = 1000
     max_connections: int = 0
+    handshake_timeout: float = 10.0
     ping_interval: float = 25.0
     ping_timeout: float = 20.0
     drain_timeout: float = 10.0
@@ -382,6 +492,7 @@ class Settings:
     lambda_prefix: str = "pully-"
     stack: str = "pully"
     allowed_origins: tuple[str, ...] = ()
+    allowed_hosts: tuple[str, ...] = ()
     uvloop: bool = False
 
     def __post_init__(self) -> None:
@@ -397,6 +508,8 @@ class Settings:
             raise ConfigError(
                 "PULLY_META_TTL", f"must be 0 or at least PULLY_HISTORY_TTL ({self.history_ttl:g})"
             )
+        if self.store == "redis" and not self.redis_url:
+            raise ConfigError("PULLY_STORE", "redis needs PULLY_REDIS_URL (cluster mode)")
         if self.max_frame_bytes < self.max_message_bytes:
             raise ConfigError(
                 "PULLY_MAX_FRAME_BYTES",
@@ -407,6 +520,14 @@ class Settings:
     def mode(self) -> str:
         """``embedded`` (in-process broker) or ``cluster`` (Redis)."""
         return "cluster" if self.redis_url else "embedded"
+
+    @property
+    def store_url(self) -> str:
+        """The relationships store in force: ``PULLY_STORE`` when set, otherwise the cluster's
+        Redis (``redis``) in cluster mode and ``file://./relationships.json`` embedded."""
+        if self.store:
+            return self.store
+        return "redis" if self.redis_url else "file://./relationships.json"
 
     @classmethod
     def load(

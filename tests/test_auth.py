@@ -76,7 +76,7 @@ async def test_handshake_without_a_valid_token_is_401(ws_url: str, node: Node, c
     status, raw = await refused(url)
     body = orjson.loads(raw)
     assert status == 401
-    assert body["status"] == 401 and body["message"]
+    assert (body["status"], body["code"]) == (401, "unauthorized") and body["message"]
     assert not node.connections, "no session was created"
 
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jwt
-import orjson
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from .admin_http import http_publish
 from .support import ROOT, PullyProcess
 
 Processes = Callable[..., PullyProcess]
@@ -92,13 +92,6 @@ def tabs(browser: Browser) -> Iterator[Callable[..., Playground]]:
     yield open_tab
     for tab in opened:
         tab.close()
-
-
-def http_publish(node: PullyProcess, channel: str, data: Any) -> dict[str, Any]:
-    """The admin HTTP publish (loopback callers need no token)."""
-    body = orjson.dumps({"channel": channel, "data": data})
-    with urllib.request.urlopen(f"{node.url}/publish", data=body, timeout=5) as resp:
-        return dict(orjson.loads(resp.read()))
 
 
 def test_page_and_client_are_served_with_their_types(processes: Processes) -> None:
@@ -241,8 +234,15 @@ def test_playground_screenshot(
     target = tmp_path / "playground.png"
     if os.environ.get("PULLY_UPDATE_SCREENSHOT") == "1":
         target = ROOT / "docs" / "playground.png"
+    # what the screenshot shows, as a reader of the docs sees it
+    expect(tab.page.locator("#status")).to_have_text("connected")
+    expect(tab.page.locator("#node")).to_have_text("web-1")
+    expect(tab.page.locator("#subs li .name")).to_have_text(["chat", "presence:lobby"])
+    expect(tab.messages("chat")).to_contain_text(
+        ["hello from the playground", "hi from curl", "order shipped"]
+    )
+    expect(tab.page.locator("#log li").first).to_be_visible()
     tab.page.screenshot(path=str(target))
-    assert target.stat().st_size > 10_000
 
 
 def test_docs_console_example_runs(processes: Processes, tabs: Callable[..., Playground]) -> None:

@@ -56,6 +56,23 @@ def test_help_lists_commands_and_every_setting() -> None:
             {},
             "pully: invalid --redis-url / PULLY_REDIS_URL: 'localhost:6379' must be a redis://",
         ),
+        (
+            ("serve", "--presence-channels", "["),
+            {},
+            "pully: invalid --presence-channels / PULLY_PRESENCE_CHANNELS: '[' holds '[', an "
+            "invalid glob: '[' at position 1 is never closed",
+        ),
+        (
+            ("serve",),
+            {"PULLY_ALLOWED_ORIGINS": "https://*.example.com,[]"},
+            "pully: invalid PULLY_ALLOWED_ORIGINS: 'https://*.example.com,[]' holds '[]', an "
+            "invalid glob: '[]' is empty",
+        ),
+        (
+            ("serve", "--host", "256.1.1.1"),
+            {},
+            "pully: invalid --host / PULLY_HOST: '256.1.1.1' is not an IP address or a host name",
+        ),
     ],
 )
 def test_bad_settings_exit_2_with_one_line_naming_the_variable(
@@ -82,6 +99,16 @@ def test_port_in_use_is_one_line_and_exit_2() -> None:
     )
 
 
+def test_an_address_not_on_this_machine_blames_the_host_and_exits_2() -> None:
+    # 192.0.2.1 is TEST-NET-1 (RFC 5737): a valid address that no interface here holds
+    result = run(PULLY, "serve", "--host", "192.0.2.1", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "pully: invalid --host / PULLY_HOST: cannot listen on 192.0.2.1:0: "
+        "Cannot assign requested address"
+    )
+
+
 @pytest.mark.parametrize("launcher", [[sys.executable, "-m", "pully_tornado"], [PULLY]])
 def test_both_launchers_start_an_embedded_node_that_logs_its_mode(
     tmp_path: Path, launcher: list[str]
@@ -96,9 +123,19 @@ def test_both_launchers_start_an_embedded_node_that_logs_its_mode(
         assert f"serving on 127.0.0.1:{node.port}: mode=embedded broker=memory" in log
         assert f"pully node {health['node']} " in log
         assert "PULLY_ADMIN_TOKEN is unset" in log
+        [dev] = [line for line in log.splitlines() if "DEVELOPMENT MODE" in line]
+        assert " WARNING pully: DEVELOPMENT MODE: PULLY_JWT_SECRET is unset" in dev
     finally:
         node.stop()
     assert node.proc is not None and node.proc.returncode == 0
+
+
+def test_a_node_with_a_jwt_secret_does_not_claim_development_mode(
+    processes: Callable[..., PullyProcess],
+) -> None:
+    node = processes(env={"PULLY_JWT_SECRET": "s" * 32})
+    assert "serving on" in node.log()
+    assert "DEVELOPMENT MODE" not in node.log()
 
 
 def test_cluster_mode_authenticates_and_logs_the_redis_url_without_its_password(

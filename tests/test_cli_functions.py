@@ -42,6 +42,21 @@ def test_add_scaffolds_a_working_uppercase_function(cli: Cli) -> None:
     assert handler({"channel": "chat", "data": {"n": 1}, "client": "c1"}, None) == {
         "data": {"n": 1}
     }
+    # what docs/functions.md promises for a message object: its text uppercased
+    chat = {"text": "hello", "user": "ann"}
+    assert handler({"channel": "chat", "data": chat, "client": "c1"}, None) == {
+        "data": {"text": "HELLO", "user": "ann"}
+    }
+    assert "--url http://127.0.0.1:8080" in result.stdout  # the default port
+
+
+def test_add_hints_at_the_configured_port(local_cli: Cli) -> None:
+    by_flag = local_cli("function", "add", "a", "--port", "9123")
+    assert "pully relationships push relationships.json --url http://127.0.0.1:9123" in (
+        by_flag.stdout
+    )
+    by_env = local_cli("function", "add", "b", env={"PULLY_PORT": "9124"})
+    assert "--url http://127.0.0.1:9124" in by_env.stdout
 
 
 def test_add_refuses_an_existing_or_invalid_name_with_one_line(cli: Cli) -> None:

@@ -20,6 +20,9 @@ from docker.utils.build import exclude_paths
 from .support import ROOT, free_port, wait_for
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
+# The wheels of the build and runtime dependencies, made by ./scripts/test's install step: the
+# image's virtualenv is installed from them without reaching the network.
+WHEELHOUSE = Path(sys.prefix) / "wheelhouse"
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
 
 
@@ -121,7 +124,9 @@ def test_dockerignore_lets_through_only_what_the_image_installs() -> None:
 @pytest.fixture(scope="module")
 def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """A fresh virtualenv with the project pip-installed (dependencies and all) from a copy
-    of the Docker build context: what the image's build stage does."""
+    of the Docker build context: what the image's build stage does, with the dependencies
+    from the local wheelhouse instead of the package index."""
+    assert any(WHEELHOUSE.glob("*.whl")), f"no wheels in {WHEELHOUSE}: run ./scripts/test"
     base = tmp_path_factory.mktemp("image")
     context = base / "context"
     for name in context_files():
@@ -129,12 +134,15 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         shutil.copy2(ROOT / name, context / name)
     venv = base / "venv"
     # the test's own pip drives the new venv (--python): no pip bootstrap, no bytecode, same
-    # resolution and install as `pip install .` inside it
+    # resolution and install as `pip install .` inside it, offline (--no-index)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    # (no pip configuration either: the wheelhouse is the only source)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
     pip = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-         "--quiet", "--disable-pip-version-check", "--no-compile", str(context)],
-        capture_output=True, text=True, timeout=540,
+         "--quiet", "--disable-pip-version-check", "--no-compile", "--no-index",
+         "--find-links", str(WHEELHOUSE), str(context)],
+        capture_output=True, text=True, timeout=540, env={**env, "PIP_CONFIG_FILE": os.devnull},
     )  # fmt: skip
     assert pip.returncode == 0, pip.stdout[-2000:] + pip.stderr[-3000:]
     yield venv

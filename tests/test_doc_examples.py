@@ -82,6 +82,28 @@ def test_the_documented_relationships_document_is_valid() -> None:
     assert rel.pipeline_for("orders:eu:42") == ("enrich", "gdpr")
 
 
+def test_the_documented_options_are_valid() -> None:
+    lang, body = examples("relationships.md")["options-document"]
+    assert lang == "json"
+    rel = load(orjson.loads(body))
+    assert rel.options_for("ticker:eurusd").to_json() == {
+        "history_size": 1000, "history_ttl": 60, "publish": "server"}  # fmt: skip
+    assert rel.options_for("room:lobby").to_json() == {"presence": False}  # exact name wins
+    assert rel.options_for("room:42").presence is True
+    assert rel.options_for("elsewhere").to_json() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.gen_test(timeout=60)
+async def test_options_examples_run_as_written(processes: Callable[..., PullyProcess]) -> None:
+    node = processes()
+    run_shell(examples("relationships.md")["post-options"][1], node)
+    client = await WSClient.connect(node.ws_url)
+    refused = await client.publish("ticker:eurusd", 1.0843)
+    assert (refused["type"], refused["code"]) == ("error", "forbidden")
+    assert refused["message"] == "only the server publishes to 'ticker:eurusd' (its options say so)"
+
+
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=60)
 async def test_relationships_examples_run_as_written(
@@ -94,17 +116,24 @@ async def test_relationships_examples_run_as_written(
 
 @pytest.mark.slow
 @pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("uppercase", ["written", "scaffolded"])
 async def test_functions_examples_run_as_written(
-    processes: Callable[..., PullyProcess], tmp_path: Path
+    processes: Callable[..., PullyProcess], tmp_path: Path, uppercase: str
 ) -> None:
+    """The doc's uppercase function either way it offers: copied from the page, or made by
+    ``pully function add``; the subscriber sees the same message."""
     docs = examples("functions.md")
+    node = processes()  # in tmp_path, like `./scripts/serve` in the project folder
     for name in ("uppercase", "no-spam"):
         lang, code = docs[name]
         target = code.splitlines()[0].removeprefix("# ")
         assert lang == "python" and target == f"functions/{name}/handler.py"
+        if name == "uppercase" and uppercase == "scaffolded":
+            run_shell(docs["add-uppercase"][1], node, cwd=tmp_path)
+            assert (tmp_path / target).is_file()
+            continue
         (tmp_path / target).parent.mkdir(parents=True)
         (tmp_path / target).write_text(code)
-    node = processes()  # in tmp_path, like `./scripts/serve` in the project folder
     subscriber = await WSClient.connect(node.ws_url)
     await subscriber.subscribe("chat")
     run_shell(docs["attach-and-publish"][1], node)

@@ -5,13 +5,26 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from pully_tornado import protocol
+from pully_tornado import errors, protocol
+from pully_tornado.errors import HTTP_ONLY, PullyError
 from pully_tornado.settings import OPTIONS
 
 from .support import ROOT
 
 WIRE_CODES = ["bad_request", "unknown_type", "invalid_channel", "too_large", "forbidden",
               "rate_limited", "function_failed", "unavailable", "internal"]  # fmt: skip
+
+
+def error_codes() -> set[str]:
+    """The wire codes of the exception tree (``unauthorized`` and ``unsupported_media_type``
+    are HTTP only: 401, 415)."""
+    # the classes errors.py defines, not every subclass imported so far (the CLI's DeployError
+    # is never on the wire)
+    return {
+        value.code
+        for value in vars(errors).values()
+        if isinstance(value, type) and issubclass(value, PullyError) and value not in HTTP_ONLY
+    }
 
 
 def test_readme_configuration_table_is_the_generated_one() -> None:
@@ -30,9 +43,11 @@ def test_readme_configuration_table_is_the_generated_one() -> None:
 
 def test_protocol_doc_names_every_error_and_close_code() -> None:
     doc = (ROOT / "docs" / "protocol.md").read_text()
-    for code in WIRE_CODES:
+    for code in [*WIRE_CODES, *(e.code for e in HTTP_ONLY), "not_found", "method_not_allowed"]:
         assert f"`{code}`" in doc, code
+    assert error_codes() == set(WIRE_CODES), "a wire code came or went: document it"
     closes = [v for k, v in vars(protocol).items() if k.startswith("CLOSE_")]
+    assert {1012, 4001, 4008, 4029} <= set(closes), closes  # found the close codes
     for close in closes:
         assert f"| {close} |" in doc, close
     for command in protocol.COMMANDS:

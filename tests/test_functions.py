@@ -45,8 +45,9 @@ def write_function(node: Node, name: str, code: str) -> Path:
 
 async def post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
     response = await tornado.httpclient.AsyncHTTPClient().fetch(
-        url, method="POST", body=orjson.dumps(body), raise_error=False
-    )
+        url, method="POST", body=orjson.dumps(body),
+        headers={"Content-Type": "application/json"}, raise_error=False,
+    )  # fmt: skip
     return response.code, orjson.loads(response.body)
 
 

@@ -24,6 +24,7 @@ async def call(
     url: str, method: str = "GET", body: Any = None, headers: dict[str, str] | None = None
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     raw = body if isinstance(body, bytes | str) or body is None else orjson.dumps(body)
+    headers = {"Content-Type": "application/json", **(headers or {})}  # admin writes need it
     request = tornado.httpclient.HTTPRequest(
         url, method=method, body=raw, headers=headers, allow_nonstandard_methods=True
     )
@@ -109,7 +110,7 @@ class TestAdminToken:
     @pytest.mark.gen_test
     async def test_missing_token_is_401_with_challenge(self, base: str) -> None:
         status, body, headers = await call(base + "/publish", "POST", {"channel": "a", "data": 1})
-        assert (status, body["status"]) == (401, 401)
+        assert (status, body["status"], body["code"]) == (401, 401, "unauthorized")
         assert "Bearer" in body["message"]
         assert headers["Www-Authenticate"].startswith("Bearer")
 

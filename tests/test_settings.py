@@ -12,8 +12,9 @@ def test_defaults_are_embedded_mode_on_8080() -> None:
     s = Settings.load(environ={})
     assert (s.port, s.host, s.redis_url, s.mode) == (8080, "0.0.0.0", None, "embedded")
     assert s.max_message_bytes == 64 * 1024 and s.max_frame_bytes == 1024 * 1024
-    assert (s.history_size, s.history_ttl) == (100, 300.0)
-    assert s.store == "file://./relationships.json" and s.functions_dir == "./functions"
+    assert (s.history_size, s.history_ttl) == (500, 300.0)
+    assert s.store == "" and s.store_url == "file://./relationships.json"
+    assert s.functions_dir == "./functions"
     assert s.admin_token is None and s.jwt_secret is None
     assert s.node_id  # generated: hostname plus a random suffix
     assert Settings.load(environ={}).node_id != s.node_id
@@ -67,6 +68,13 @@ def test_every_setting_is_a_field_with_a_variable_and_a_flag() -> None:
         ({"PULLY_NODE_ID": "has space"}, "PULLY_NODE_ID", "1-64 chars"),
         ({"PULLY_JWT_SECRET": "short"}, "PULLY_JWT_SECRET", "at least 32 bytes"),
         ({"PULLY_PRESENCE_TTL": "0"}, "PULLY_PRESENCE_TTL", ">= 1"),
+        ({"PULLY_PRESENCE_CHANNELS": "["}, "PULLY_PRESENCE_CHANNELS", "'[' at position 1 is never"),
+        ({"PULLY_PRESENCE_CHANNELS": "presence:*,[]"}, "PULLY_PRESENCE_CHANNELS", "'[]' is empty"),
+        ({"PULLY_PRESENCE_CHANNELS": "room lobby"}, "PULLY_PRESENCE_CHANNELS", "' ' cannot be"),
+        ({"PULLY_ALLOWED_ORIGINS": "https://*.example.com,["}, "PULLY_ALLOWED_ORIGINS", "never"),
+        ({"PULLY_ALLOWED_ORIGINS": "https://[!].example.com"}, "PULLY_ALLOWED_ORIGINS", "empty"),
+        ({"PULLY_HOST": "256.1.1.1"}, "PULLY_HOST", "not an IP address or a host name"),
+        ({"PULLY_HOST": "bad_host-.example"}, "PULLY_HOST", "not an IP address or a host name"),
         ({"PULLY_META_TTL": "60", "PULLY_HISTORY_TTL": "300"}, "PULLY_META_TTL", "at least"),
         (
             {"PULLY_PING_INTERVAL": "10", "PULLY_PING_TIMEOUT": "30"},
@@ -86,6 +94,17 @@ def test_bad_values_name_the_variable(env: dict[str, str], names: str, says: str
     assert info.value.source.endswith(names)
     assert says in str(info.value)
     assert str(info.value).startswith(f"invalid {info.value.source}: ")
+
+
+def test_hosts_and_globs_that_are_fine_pass_as_given() -> None:
+    for host in ("", "0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "redis_1", "pully.local."):
+        assert Settings.load(environ={"PULLY_HOST": host}).host == host
+    s = Settings.load(
+        environ={"PULLY_PRESENCE_CHANNELS": "presence:*, room:[a-c]?, [!x]*",
+                 "PULLY_ALLOWED_ORIGINS": "https://app.example.com/, https://*.example.com"}
+    )  # fmt: skip
+    assert s.presence_channels == ("presence:*", "room:[a-c]?", "[!x]*")
+    assert s.allowed_origins == ("https://app.example.com", "https://*.example.com")
 
 
 def test_a_bad_flag_names_flag_and_variable() -> None:

@@ -88,10 +88,28 @@ class Broker(abc.ABC):
         """Broker state for ``/healthz``."""
         return {"kind": self.kind, "state": "connected" if self.connected else "disconnected"}
 
+    @property
     @abc.abstractmethod
-    async def publish(self, channel: str, data: bytes) -> Position:
+    def channel_count(self) -> int:
+        """Channels this broker keeps state for in this process (``/metrics``): it must follow
+        what is live here, not every channel name ever used."""
+
+    @abc.abstractmethod
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+    ) -> Position:
         """Assign the next offset of ``channel``, append the message to its history and deliver
-        ``data`` (JSON bytes) to every subscribed node, atomically. Returns its position."""
+        ``data`` (JSON bytes) to every subscribed node, atomically. Returns its position.
+
+        ``history_size`` and ``history_ttl`` are the channel's history window from its
+        ``options`` (None: the broker's ``PULLY_HISTORY_SIZE`` / ``PULLY_HISTORY_TTL``). They
+        apply from this publish on: history is trimmed to the last ``history_size`` messages
+        (0 drops it) and kept ``history_ttl`` seconds after this publish."""
 
     async def position(self, channel: str) -> Position:
         """The channel's latest position; creates the channel's epoch if it has none yet, so the

@@ -4,12 +4,15 @@ Keys and channels, per Pully channel ``C`` (the ``{C}`` hash tag keeps them in o
 
 * ``pully:meta:{C}``: hash ``o`` (latest offset), ``e`` (epoch); expires after ``meta_ttl`` idle.
 * ``pully:hist:{C}``: stream of the last ``history_size`` messages (entry id ``<offset>-0``,
-  field ``d`` = the ``message`` frame); expires ``history_ttl`` after the last publish.
+  field ``d`` = the ``message`` frame); expires ``history_ttl`` after the last publish (both
+  per channel when its relationships ``options`` set them, passed with each publish).
 * ``pully:ch:{C}``: the pub/sub channel. A publication travels as ``<offset> <epoch>\n<frame>``
   so nodes check continuity without parsing JSON; ``join``/``leave`` frames as ``\n<frame>``.
 * ``pully:pres:{C}`` (hash client -> info) and ``pully:presz:{C}`` (zset client -> expiry):
   presence, refreshed by each node for its own clients, so a crashed node's clients expire.
 * ``pully:<topic>``: node-to-node control messages (``pully:relationships``).
+* ``pully:relationships:doc``: the relationships document, when Redis is the store
+  (:mod:`pully_tornado.relationships.redis`).
 
 A publish is one ``EVALSHA``: offset increment, epoch creation, history append and ``PUBLISH``
 happen atomically, so pub/sub order is offset order, history never disagrees with what was
@@ -50,7 +53,8 @@ logger = logging.getLogger("pully.broker.redis")
 CONTROL_TOPICS = ("relationships", "control")
 
 # KEYS: meta, stream. ARGV: 1 message head (up to "offset":), 2 epoch to create if none,
-# 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none), 6 history TTL s.
+# 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none, and any kept is
+# dropped), 6 history TTL s. 5 and 6 are per call: a channel's options may set its own window.
 PUBLISH_LUA = r"""
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -64,6 +68,8 @@ local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"}'
 if ARGV[5] ~= '0' then
   redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'd', frame)
   redis.call('EXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('DEL', KEYS[2])
 end
 redis.call('PUBLISH', ARGV[3], offset .. ' ' .. epoch .. '\n' .. frame)
 return {offset, epoch}
@@ -200,19 +206,33 @@ class RedisBroker(Broker):
     def connected(self) -> bool:
         return self._link is not None
 
+    @property
+    def channel_count(self) -> int:
+        """Channels subscribed in Redis for this node's clients (offsets live in Redis)."""
+        return len(self._channels)
+
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "reconnects": self.reconnects}
 
     # -- commands ----------------------------------------------------------------------------
 
-    async def publish(self, channel: str, data: bytes) -> Position:
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        history_size: int | None = None,
+        history_ttl: float | None = None,
+    ) -> Position:
         if self._link is None:  # our own subscribers could not receive it: do not ack
             raise Unavailable("redis is unreachable, message not published")
+        size = self._history_size if history_size is None else str(history_size)
+        ttl = self._history_ttl if history_ttl is None else str(max(1, int(history_ttl)))
         try:
             offset, epoch = await self._run(
                 self._publish_script, [meta_key(channel), history_key(channel)],
                 [protocol.message_head(channel, data), new_epoch(), pubsub_channel(channel),
-                 self._meta_ttl, self._history_size, self._history_ttl],
+                 self._meta_ttl, size, ttl],
             )  # fmt: skip
         except (LinkDown, RedisReplyError) as exc:
             raise Unavailable(f"redis is unreachable, message not published ({exc})") from None

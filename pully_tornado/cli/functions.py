@@ -40,10 +40,13 @@ from typing import Any
 
 
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any] | None:
-    """Uppercase text messages; pass anything else through unchanged."""
+    """Uppercase text messages (a string, or the "text" of an object); pass anything else
+    through unchanged."""
     data = event["data"]
     if isinstance(data, str):
         return {{"data": data.upper()}}
+    if isinstance(data, dict) and isinstance(data.get("text"), str):
+        return {{"data": {{**data, "text": data["text"].upper()}}}}
     return {{"data": data}}
 '''
 STATE_STYLES = {"Create": "green", "Update": "yellow", "No Change": "dim",
@@ -76,11 +79,12 @@ def function() -> None:
 
 @function.command("add")
 @click.argument("name")
-@settings_options("functions_dir")
+@settings_options("functions_dir", "port")
 def add(name: str, **flags: Any) -> None:
     """Scaffold functions/NAME/handler.py: a working example that uppercases text."""
     _valid_name(name)
-    folder = Path(load_settings(flags).functions_dir) / name
+    settings = load_settings(flags)
+    folder = Path(settings.functions_dir) / name
     if folder.exists():
         fail(f"function {name!r} already exists: {folder}")
     folder.mkdir(parents=True)
@@ -88,7 +92,8 @@ def add(name: str, **flags: Any) -> None:
     click.echo(f"Created {folder / 'handler.py'}")
     example = f'{{"channels": {{"chat": ["{name}"]}}}}'
     click.echo(f"Attach it to a channel in relationships.json, e.g. {example}, then:")
-    click.echo("  pully relationships push relationships.json --url http://127.0.0.1:8080")
+    port = settings.port or "PORT"  # 0: the node picked a free port, logged at its start
+    click.echo(f"  pully relationships push relationships.json --url http://127.0.0.1:{port}")
 
 
 @function.command("status")

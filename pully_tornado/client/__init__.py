@@ -44,6 +44,7 @@ from .models import (
     PresenceEvent,
     Reconnecting,
     RecoveryFailed,
+    Unsubscribed,
 )
 from .subscription import Subscription
 
@@ -79,4 +80,5 @@ __all__ = [
     "TooLarge",
     "Unavailable",
     "UnknownType",
+    "Unsubscribed",
 ]

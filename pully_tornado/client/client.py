@@ -433,6 +433,9 @@ class Pully(EventSource):
         kind = frame.get("type")
         if kind == "message":
             self._subs.on_message(frame)
+        elif kind == "unsubscribed":  # the node ended a subscription on its own
+            if self._conn is not None:
+                self._subs.on_unsubscribed(self._conn, frame)
         elif kind == "join" or kind == "leave":
             channel, client, user = frame.get("channel"), frame.get("client"), frame.get("user")
             self._emit("presence", PresenceEvent(kind, str(channel), str(client), user))

@@ -14,12 +14,16 @@ from .models import (
     PresenceEvent,
     Reconnecting,
     RecoveryFailed,
+    Unsubscribed,
 )
 
 Unlisten = Callable[[], None]
 EVENTS = frozenset(
-    {"connected", "disconnected", "reconnecting", "error", "recovery_failed", "presence", "frame"}
-)
+    {
+        "connected", "disconnected", "reconnecting", "error", "recovery_failed", "unsubscribed",
+        "presence", "frame",
+    }
+)  # fmt: skip
 
 
 class EventSource:
@@ -47,6 +51,10 @@ class EventSource:
     ) -> Unlisten: ...
     @overload
     def on(
+        self, event: Literal["unsubscribed"], listener: Callable[[Unsubscribed], object]
+    ) -> Unlisten: ...
+    @overload
+    def on(
         self, event: Literal["presence"], listener: Callable[[PresenceEvent], object]
     ) -> Unlisten: ...
     @overload
@@ -56,7 +64,8 @@ class EventSource:
         """Call ``listener`` (sync, or async: run as a task) with each event of that name.
 
         Events: ``connected``, ``disconnected``, ``reconnecting``, ``error``,
-        ``recovery_failed``, ``presence`` (join/leave), ``frame`` (every frame, for logs).
+        ``recovery_failed``, ``unsubscribed`` (the node ended a subscription), ``presence``
+        (join/leave), ``frame`` (every frame, for logs).
         Returns a function that removes the listener. Raises ``ValueError`` for another name."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(sorted(EVENTS))}")

@@ -101,14 +101,29 @@ class ErrorEvent:
 
 @dataclass(frozen=True, slots=True)
 class RecoveryFailed:
-    """A resubscribe after a reconnect could not recover what was missed (``recovered: false``:
-    the epoch changed or history no longer covers the gap). Nothing was replayed; messages
-    continue live from ``position``. Reload the channel's state from your source of truth."""
+    """A resubscribe could not recover what was missed (``recovered: false``: the epoch changed
+    or history no longer covers the gap). It follows a reconnect, or the node's ``unsubscribed``
+    with ``reason: insufficient_state`` (it could not vouch for the channel's continuity).
+    Nothing was replayed; messages continue live from ``position``. Reload the channel's state
+    from your source of truth."""
 
     channel: str
     subscription: Subscription
     previous: Position | None
     position: Position
+
+
+@dataclass(frozen=True, slots=True)
+class Unsubscribed:
+    """The node ended the subscription on its own, for ``reason`` (``forbidden``: a refreshed
+    token no longer allows the channel). The subscription has ended as if
+    :meth:`~pully_tornado.client.Subscription.unsubscribe` had been called; subscribe again if
+    the reason allows it. (An ``insufficient_state`` end is not reported here: the client
+    resubscribes on its own, and ``recovery_failed`` follows if the gap could not be filled.)"""
+
+    channel: str
+    subscription: Subscription
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from .backoff import Backoff
 from .connection import Connection
 from .emitter import Emitter
 from .errors import ConnectionLost, PullyClientError, RateLimited, Unavailable, server_error
-from .models import ErrorEvent, Position, RecoveryFailed
+from .models import ErrorEvent, Position, RecoveryFailed, Unsubscribed
 from .subscription import Subscription
 
 
@@ -25,6 +25,12 @@ class Subscriptions:
     (``unavailable``, ``rate_limited``) and ends the subscription otherwise; either way the
     ``error`` event says so, since no caller is waiting. ``recovered: false`` becomes the
     ``recovery_failed`` event.
+
+    The node may end a subscription on its own (an ``unsubscribed`` frame without ``id``). With
+    ``resubscribe: true`` (``reason: insufficient_state``: it cannot vouch that every message
+    reached this client) the subscription is sent again at once, ``since`` its position, so the
+    reply tells the truth as after a reconnect. Otherwise the subscription ends and the
+    ``unsubscribed`` event gives the reason.
     """
 
     def __init__(self, emitter: Emitter, backoff: Backoff) -> None:
@@ -64,6 +70,19 @@ class Subscriptions:
         sub = self._by_channel.get(str(frame.get("channel")))
         if sub is not None:
             sub._on_message(frame)
+
+    def on_unsubscribed(self, conn: Connection, frame: dict[str, Any]) -> None:
+        """The node ended a subscription on ``conn`` on its own (a frame without ``id``)."""
+        sub = self._by_channel.get(str(frame.get("channel")))
+        if sub is None or sub._sent_on is not conn:
+            return
+        if frame.get("resubscribe") is True:
+            self._emitter.spawn(self._resend(sub, conn), f"resubscribe {sub.channel}")
+            return
+        self.remove(sub)
+        sub._end()
+        reason = str(frame.get("reason") or "server")
+        self._emitter.emit("unsubscribed", Unsubscribed(sub.channel, sub, reason))
 
     async def send_all(self, conn: Connection) -> None:
         """Send every subscription not yet sent on ``conn``, those added meanwhile included."""
@@ -115,6 +134,11 @@ class Subscriptions:
     async def _retry(self, sub: Subscription, conn: Connection) -> None:
         await asyncio.sleep(self._backoff.delay(sub._retries))
         sub._retries += 1
+        await self._resend(sub, conn)
+
+    async def _resend(self, sub: Subscription, conn: Connection) -> None:
+        """Send ``sub`` again on ``conn``, ``since`` its position, unless it was given up
+        meanwhile or ``conn`` dropped (the next connection sends it then)."""
         if conn.active and self._by_channel.get(sub.channel) is sub:
             sub._sent_on = None
             await self.send(sub, conn)

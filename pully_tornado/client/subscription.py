@@ -22,14 +22,15 @@ class Subscription:
 
     Obtained from :meth:`Pully.subscribe`. With a ``handler`` every message is passed to it (an
     async handler is awaited before the next message, so order holds); without one, iterate:
-    ``async for message in sub``. Iteration ends after :meth:`unsubscribe` or
-    :meth:`Pully.close`, and raises the error that stopped the client if it stopped for good
-    (for example :class:`~pully_tornado.client.errors.HandshakeRefused` after a token was
-    rejected).
+    ``async for message in sub``. Iteration ends after :meth:`unsubscribe`, :meth:`Pully.close`
+    or the node ending the subscription (the ``unsubscribed`` event), and raises the error that
+    stopped the client if it stopped for good (for example
+    :class:`~pully_tornado.client.errors.HandshakeRefused` after a token was rejected).
 
     ``position`` is the last position seen (from ``subscribed`` or a message); after a
-    reconnect the client resubscribes with ``since`` = this position. Messages at or below it in
-    the same epoch are duplicates and are dropped before they reach the application.
+    reconnect, or the node's ``insufficient_state``, the client resubscribes with ``since`` =
+    this position. Messages at or below it in the same epoch are duplicates and are dropped
+    before they reach the application.
     """
 
     def __init__(self, client: Pully, channel: str, handler: MessageHandler | None) -> None:
@@ -58,7 +59,8 @@ class Subscription:
 
     @property
     def active(self) -> bool:
-        """True until :meth:`unsubscribe`, :meth:`Pully.close` or a refused resubscribe."""
+        """True until :meth:`unsubscribe`, :meth:`Pully.close`, a refused resubscribe, or the
+        node ending the subscription (``unsubscribed``, other than ``insufficient_state``)."""
         return not self._ended
 
     async def unsubscribe(self, timeout: float | None = None) -> None:

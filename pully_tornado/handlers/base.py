@@ -10,8 +10,17 @@ from typing import Any
 import orjson
 import tornado.web
 
-from ..errors import BadRequest, Forbidden, Internal, PullyError, TooLarge, Unauthorized
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    Internal,
+    PullyError,
+    TooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+)
 from ..node import Node
+from . import guards
 
 logger = logging.getLogger("pully.http")
 
@@ -87,13 +96,37 @@ class JsonHandler(tornado.web.RequestHandler):
         super().log_exception(typ, value, tb)
 
     def require_admin(self) -> None:
-        """Admin routes: ``Authorization: Bearer $PULLY_ADMIN_TOKEN``; with no token configured,
-        loopback callers only. Raises ``Unauthorized`` (401) or ``Forbidden`` (403)."""
-        token = self.node.settings.admin_token
+        """Admin routes, every method: no browser page of another origin (``Forbidden``, 403,
+        see :mod:`.guards`); then ``Authorization: Bearer $PULLY_ADMIN_TOKEN`` (401 without,
+        403 when wrong), or with no token configured a loopback caller that names the node by
+        a trusted host (403); then, for anything but GET and HEAD, a JSON body
+        (``UnsupportedMediaType``, 415): no page can send one cross-origin without a CORS
+        preflight, which the node never answers."""
+        settings, headers = self.node.settings, self.request.headers
+        refusal = guards.admin_refusal(headers, settings)
+        if refusal is not None:
+            raise Forbidden(refusal)
+        self._check_admin_token(settings.admin_token)
+        if self.request.method not in ("GET", "HEAD"):
+            sent = headers.get("Content-Type")
+            if not guards.json_content_type(sent):
+                raise UnsupportedMediaType(
+                    "admin writes need Content-Type: application/json; this request sent "
+                    + (f"Content-Type: {sent}" if sent is not None else "no Content-Type")
+                )
+
+    def _check_admin_token(self, token: str | None) -> None:
         if not token:
             if not is_loopback(self.request.remote_ip):
                 raise Forbidden(
                     "admin routes answer only loopback callers while PULLY_ADMIN_TOKEN is unset"
+                )
+            host = self.request.headers.get("Host", "")
+            if not guards.trusted_host(host, self.node.settings.allowed_hosts):
+                raise Forbidden(
+                    f"Host {host!r} is not trusted while PULLY_ADMIN_TOKEN is unset (a page can "
+                    "point any DNS name at this node: DNS rebinding): call 127.0.0.1 or "
+                    "localhost, or list the name in PULLY_ALLOWED_HOSTS"
                 )
             return
         header = self.request.headers.get("Authorization")

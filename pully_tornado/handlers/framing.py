@@ -1,35 +1,125 @@
-"""Reading client frames in chunks, outside the HTTP request's coroutine.
+"""WebSocket frames on the wire: client frames read in chunks, strictly; the slow-consumer close.
 
 Tornado reads each WebSocket frame with two to four awaits (header, length, mask, payload),
 inside the request handler's coroutine, which stays suspended for the connection's whole life:
 about seven nested coroutine frames per idle client. :class:`ChunkedProtocol` keeps Tornado's
-handshake, writing, closing and message dispatch (``_handle_message``: UTF-8 checks, ping, pong,
-close) and replaces only the reading: one small task per connection reads whatever the socket
-has and parses every complete frame in it, so the request coroutine finishes right after
-``open()`` and a burst of frames costs one read. The checks are Tornado's (RFC 6455): reserved
-bits, control frames short and unfragmented, continuation rules, and the size cap enforced from
-the header, before the payload is buffered.
+handshake, writing and closing, and replaces the reading: one small task per connection reads
+whatever the socket has and parses every complete frame in it, so the request coroutine finishes
+right after ``open()`` and a burst of frames costs one read.
+
+The reading is strict RFC 6455. A client that breaks it is sent a close frame with the code
+the RFC asks for, one info line is logged, and nothing more it sends is processed (section
+7.1.7): its input is read and thrown away until it closes the connection or Tornado's close
+wait (5 s) ends, then the connection is closed.
+
+====  ======================================================================================
+1002  unmasked frame; reserved bits (no extension is ever negotiated); unknown opcode; control
+      frame over 125 bytes or fragmented; continuation with nothing to continue; a new message
+      inside a fragmented one; close frame with a 1-byte payload or a code section 7.4 does
+      not allow
+1007  text message (checked once reassembled) or close reason that is not UTF-8
+1009  message past ``max_message_size``, counted over its fragments and checked from the frame
+      header, before the payload is buffered
+====  ======================================================================================
+
+The slow-consumer close (:meth:`ChunkedProtocol.close_dropping_backlog`) drops the output the
+kernel has not taken yet, so the close frame is not stuck behind megabytes the client will never
+read, and cuts that output where a frame ends (:func:`drop_unsent`).
+
+Tornado internals used, read in Tornado 6.4 to 6.6 (importing this module fails on any other
+version, see ``CHECKED_TORNADO``):
+
+- ``WebSocketProtocol13``: ``_receive_frame_loop`` and ``_handle_message`` (both replaced:
+  Tornado's drop the connection without a close frame, and its close-reason decoding raises
+  ``UnicodeDecodeError`` out of the reader), ``_fragmented_message_buffer`` and
+  ``_fragmented_message_opcode``, ``_run_callback``, ``_write_frame``, ``_abort``, ``_waiting``
+  (the close-wait timer), the counters ``_wire_bytes_in`` and ``_message_bytes_in``.
+- ``IOStream``: ``_write_buffer`` (its ``peek``, ``advance`` and ``append``),
+  ``_write_futures``, ``_total_write_index``, ``_total_write_done_index``; only in
+  :func:`drop_unsent`. Tornado has no public way to take back queued output.
+- ``tornado.util._websocket_mask``: the C unmasking Tornado itself uses.
+
+Tornado's own pinging (``websocket_ping_interval``) and compression are not supported with this
+protocol: the node's ``KeepAlive`` pings, and the handler offers no compression.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import struct
-from typing import Any, cast
+from asyncio import Future
+from typing import Any, Protocol, cast
 
-from tornado.iostream import StreamClosedError
+import tornado
+from tornado.concurrent import future_set_exception_unless_cancelled
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
+
+from ..protocol import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+
+# The Tornado versions whose private members (listed in the docstring) this module was read
+# against; setup.cfg pins the same range.
+CHECKED_TORNADO = ((6, 4), (7, 0))
+if not CHECKED_TORNADO[0] <= tornado.version_info[:2] < CHECKED_TORNADO[1]:
+    raise ImportError(
+        f"pully_tornado needs Tornado >=6.4,<7: its WebSocket frame reader uses Tornado "
+        f"internals checked against those versions only, and Tornado {tornado.version} is "
+        "installed"
+    )
+
+logger = logging.getLogger("pully.ws")
 
 READ_CHUNK = 65536
 YIELD_AFTER = 256 * 1024  # bytes parsed before letting other connections run
 
 _SHORT = struct.Struct("!H")
 _LONG = struct.Struct("!Q")
+# continuation, text, binary; close, ping, pong
+_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
+
+
+def _header_error(first_byte: int) -> str | None:
+    """What is wrong with a client frame whose first byte is ``first_byte``, if anything."""
+    opcode = first_byte & WebSocketProtocol13.OPCODE_MASK
+    if first_byte & WebSocketProtocol13.RSV_MASK:
+        return "reserved bits set, and no extension was negotiated"
+    if opcode not in _OPCODES:
+        return f"unknown opcode {opcode:#x}"
+    if opcode & 0x8 and not first_byte & WebSocketProtocol13.FIN:
+        return "fragmented control frame"
+    return None
+
+
+# Every first byte checked once here: per frame the check is one lookup.
+_HEADER_ERRORS: tuple[str | None, ...] = tuple(_header_error(b) for b in range(256))
+
+
+def allowed_close_code(code: int) -> bool:
+    """May a client close with ``code``? RFC 6455 section 7.4 defines 1000-1003 and 1007-1011,
+    IANA has registered 1012-1014 since, 3000-4999 are for libraries and applications; 1004 is
+    reserved, 1005, 1006 and 1015 must never be sent, everything else is unassigned."""
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class ProtocolViolation(Exception):
-    """The client broke RFC 6455: the connection is aborted, as Tornado does."""
+    """The client broke RFC 6455: it is sent a close frame with ``code`` and ``reason``, then
+    disconnected."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class _Owner(Protocol):
+    """What the reader needs of its handler besides Tornado's delegate methods."""
+
+    client_id: str
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close with ``code`` after the frames the handler has queued."""
 
 
 class ChunkedProtocol(WebSocketProtocol13):
@@ -41,65 +131,104 @@ class ChunkedProtocol(WebSocketProtocol13):
         self._reader = asyncio.ensure_future(self._read_forever())
 
     async def _read_forever(self) -> None:
+        """Read and handle frames until the connection ends, then close it and tell the
+        handler. Raises nothing but ``CancelledError``: a broken client is closed with the code
+        RFC 6455 asks for, and a bug is logged, never left in the task."""
         try:
-            parsed = 0
-            while not self.client_terminated:
-                chunk = await self.stream.read_bytes(READ_CHUNK, partial=True)
-                self._wire_bytes_in += len(chunk)
-                data = self._buffer + chunk if self._buffer else chunk
-                self._buffer = b""
-                parsed += len(chunk)
-                await self._consume(data)
-                if parsed >= YIELD_AFTER:
-                    parsed = 0
-                    await asyncio.sleep(0)
+            try:
+                await self._read_frames()
+            except ProtocolViolation as exc:
+                await self._fail(exc)
         except StreamClosedError:
-            self._abort()
-        except ProtocolViolation:
-            self._abort()
+            pass
         except asyncio.CancelledError:
             self._abort()
             raise
+        except Exception:
+            logger.exception("client %s: the frame reader failed", self._owner.client_id)
         finally:
-            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+            self._abort()  # a no-op when the connection is closed already
+            try:
+                self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+            except Exception:
+                logger.exception("client %s: closing failed", self._owner.client_id)
+
+    @property
+    def _owner(self) -> _Owner:
+        return cast(_Owner, self.handler)
+
+    async def _read_frames(self) -> None:
+        parsed = 0
+        while not self.client_terminated:
+            chunk = await self.stream.read_bytes(READ_CHUNK, partial=True)
+            self._wire_bytes_in += len(chunk)
+            data = self._buffer + chunk if self._buffer else chunk
+            self._buffer = b""
+            parsed += len(chunk)
+            await self._consume(data)
+            if parsed >= YIELD_AFTER:
+                parsed = 0
+                await asyncio.sleep(0)
+
+    async def _fail(self, exc: ProtocolViolation) -> None:
+        """Close with the violation's code, then discard the client's input until it closes
+        or the close wait ends (closing a socket with unread input would reset the connection,
+        and the client could lose the close frame)."""
+        logger.info(
+            "client %s broke the WebSocket protocol (%s): closing with %d",
+            self._owner.client_id, exc.reason, exc.code,
+        )  # fmt: skip
+        self._close(exc.code, exc.reason)
+        while not self.stream.closed():
+            await self.stream.read_bytes(READ_CHUNK, partial=True)
+
+    def _close(self, code: int | None, reason: str | None = None) -> None:
+        """Close through the handler, so the frames it has queued go out before the close frame;
+        then through Tornado, which also covers a handler that let go of the connection before
+        (its close frame is out already, and only the closing itself is left)."""
+        self._owner.close(code, reason)
+        self.close(code, reason)
 
     async def _consume(self, data: bytes) -> None:
         """Handle every complete frame in ``data``; keep the rest for the next read."""
+        header_errors = _HEADER_ERRORS
+        max_size = self.params.max_message_size
         pos, end = 0, len(data)
         while not self.client_terminated:
             if end - pos < 2:
                 break
             header, second = data[pos], data[pos + 1]
-            if header & self.RSV_MASK:
-                raise ProtocolViolation("reserved bits set (no extension was negotiated)")
-            opcode = header & self.OPCODE_MASK
-            is_final = bool(header & self.FIN)
+            error = header_errors[header]
+            if error is not None:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, error)
+            if second < 0x80:
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "client frames must be masked")
             length, cursor = second & 0x7F, pos + 2
-            if opcode & 0x8 and (length >= 126 or not is_final):
-                raise ProtocolViolation("control frames must be short and unfragmented")
-            if length == 126:
-                if end - cursor < 2:
-                    break
-                (length,) = _SHORT.unpack_from(data, cursor)
-                cursor += 2
-            elif length == 127:
-                if end - cursor < 8:
-                    break
-                (length,) = _LONG.unpack_from(data, cursor)
-                cursor += 8
-            total = length + len(self._fragmented_message_buffer or b"")
-            if total > self.params.max_message_size:
-                self.close(1009, "message too big")
-                raise ProtocolViolation("message too big")
-            masked = bool(second & 0x80)
-            payload_start = cursor + (4 if masked else 0)
+            if length >= 126:
+                if header & 0x8:
+                    raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "control frame over 125 bytes")
+                if length == 126:
+                    if end - cursor < 2:
+                        break
+                    (length,) = _SHORT.unpack_from(data, cursor)
+                    cursor += 2
+                else:
+                    if end - cursor < 8:
+                        break
+                    (length,) = _LONG.unpack_from(data, cursor)
+                    cursor += 8
+            # the size so far of the message this frame belongs to (a ping between two
+            # fragments is not part of theirs)
+            fragments = self._fragmented_message_buffer
+            size = length if fragments is None or header & 0x8 else len(fragments) + length
+            if size > max_size:
+                raise ProtocolViolation(CLOSE_TOO_BIG, "message too big")
+            payload_start = cursor + 4
             if end - payload_start < length:
                 break
-            payload = data[payload_start : payload_start + length]
-            if masked:
-                payload = _websocket_mask(data[cursor : cursor + 4], payload)
             pos = payload_start + length
-            message = self._assemble(opcode, is_final, payload)
+            payload = _websocket_mask(data[cursor:payload_start], data[payload_start:pos])
+            message = self._assemble(header & 0x0F, header & 0x80, payload)
             if message is not None:
                 handled = self._handle_message(*message)
                 if handled is not None:
@@ -107,26 +236,132 @@ class ChunkedProtocol(WebSocketProtocol13):
         if pos < end:
             self._buffer = data[pos:]
 
-    def _assemble(self, opcode: int, is_final: bool, payload: bytes) -> tuple[int, bytes] | None:
+    def _assemble(self, opcode: int, is_final: int, payload: bytes) -> tuple[int, bytes] | None:
         """A complete message (opcode, data), or None while fragments are still arriving."""
         if opcode & 0x8:
             return opcode, payload  # control frames may come between fragments
         if opcode == 0:
             fragments = self._fragmented_message_buffer
             if fragments is None:
-                raise ProtocolViolation("continuation frame with nothing to continue")
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "continuation of no message")
             fragments.extend(payload)
             if not is_final:
                 return None
             self._fragmented_message_buffer = None
             return cast(int, self._fragmented_message_opcode), bytes(fragments)
         if self._fragmented_message_buffer is not None:
-            raise ProtocolViolation("new message before the previous one was finished")
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "new message inside a fragmented one")
         if not is_final:
             self._fragmented_message_opcode = opcode  # type: ignore[assignment]
             self._fragmented_message_buffer = bytearray(payload)
             return None
         return opcode, payload
+
+    def _handle_message(self, opcode: int, data: bytes) -> Future[Any] | None:
+        """Dispatch one complete message; its Future if the handler's callback is a coroutine.
+        Raises :class:`ProtocolViolation` for text that is not UTF-8 and for a bad close frame.
+        (Opcodes were checked in the frame header.)"""
+        if opcode == 0x1:
+            try:
+                text = data.decode("utf-8")
+            except UnicodeDecodeError:
+                raise ProtocolViolation(CLOSE_INVALID_DATA, "text is not UTF-8") from None
+            self._message_bytes_in += len(data)
+            return self._run_callback(self.handler.on_message, text)
+        if opcode == 0x2:
+            self._message_bytes_in += len(data)
+            return self._run_callback(self.handler.on_message, data)
+        if opcode == 0x8:
+            self._on_close_frame(data)
+        elif opcode == 0x9:
+            self._pong(data)
+            self._run_callback(self.handler.on_ping, data)
+        else:
+            return self._run_callback(self.handler.on_pong, data)
+        return None
+
+    def _on_close_frame(self, data: bytes) -> None:
+        """The client closes: check its close frame, answer with the same code (RFC 6455
+        section 5.5.1) and close the connection."""
+        code = reason = None
+        if len(data) == 1:
+            raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
+        if data:
+            (code,) = _SHORT.unpack_from(data)
+            if not allowed_close_code(code):
+                raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"close code {code} not allowed")
+            if len(data) > 2:
+                try:
+                    reason = data[2:].decode("utf-8")
+                except UnicodeDecodeError:
+                    raise ProtocolViolation(CLOSE_INVALID_DATA, "close reason not UTF-8") from None
+        self.client_terminated = True
+        self.close_code, self.close_reason = code, reason
+        self._close(code)
+
+    def _pong(self, data: bytes) -> None:
+        if self.server_terminated:
+            return  # nothing may follow our close frame
+        try:
+            self._write_frame(True, 0xA, data)
+        except StreamBufferFullError:
+            pass  # the client does not read: its next frame makes it a slow consumer
+        except StreamClosedError:
+            self._abort()
+
+    def close_dropping_backlog(
+        self, code: int, reason: str, wait: float, rest: bytes | memoryview = b""
+    ) -> None:
+        """Close with ``code`` ahead of the output the client has not read yet.
+
+        The output the kernel has not taken is dropped (:func:`drop_unsent`), ``rest`` (the
+        rest of a frame the caller wrote in part straight to the socket) is written, then the
+        close frame. The client then has ``wait`` seconds, instead of Tornado's 5, to read it and
+        answer before the connection is aborted: the close frame waits behind what the kernel
+        already holds for a client that stopped reading. On TLS, whose records cannot be taken
+        back, nothing is dropped."""
+        stream = self.stream
+        if self.server_terminated or stream.closed():
+            return self.close(code, reason)
+        if type(stream) is IOStream:
+            drop_unsent(stream)
+        stream.max_write_buffer_size = None  # room for the rest and the close frame
+        if rest:
+            stream.write(rest)
+        if self._waiting is None:  # otherwise Tornado's wait runs already
+            io_loop = stream.io_loop
+            self._waiting = io_loop.add_timeout(io_loop.time() + wait, self._abort)
+        self.close(code, reason)
+
+
+def drop_unsent(stream: IOStream) -> int:
+    """Drop the output ``stream`` holds that the kernel has not taken, except the rest of the
+    write the kernel took a part of: what the client receives stays whole frames. Writes whose
+    data is dropped fail with ``StreamClosedError``. Returns the number of bytes dropped.
+
+    Every write to a WebSocket's stream is whole frames (Tornado's frames, or the handler's
+    frames minus what it sent to the socket itself), so each ends where a frame ends, and the
+    stream keeps those ends, with the Future each resolves, in ``_write_futures``."""
+    sent = stream._total_write_done_index
+    futures = stream._write_futures
+    cut = next((end for end, _ in futures if end > sent), sent)
+    buffer = stream._write_buffer
+    assert len(buffer) == stream._total_write_index - sent
+    kept = bytearray()
+    while len(kept) < cut - sent:
+        with buffer.peek(cut - sent - len(kept)) as view:
+            kept += view
+            size = len(view)
+        buffer.advance(size)
+    dropped = len(buffer)
+    if dropped:
+        buffer.advance(dropped)
+    buffer.append(kept)
+    stream._total_write_index = cut
+    while futures and futures[-1][0] > cut:
+        _, future = futures.pop()
+        future_set_exception_unless_cancelled(future, StreamClosedError())
+    return dropped
 
 
 def chunked_protocol(base: Any) -> ChunkedProtocol | None:

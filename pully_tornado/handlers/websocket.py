@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import logging
 import secrets
 import time
@@ -16,18 +15,31 @@ from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 from .. import protocol
 from ..auth import ANONYMOUS, Identity, authenticate
-from ..errors import BadRequest, Internal, PullyError, RateLimited, Unauthorized, Unavailable
+from ..errors import (
+    BadRequest,
+    Forbidden,
+    Internal,
+    PullyError,
+    RateLimited,
+    Unauthorized,
+    Unavailable,
+)
 from ..limits import TokenBucket
 from ..logs import events
 from ..node import Node
 from ..protocol import Command, FrameRejected
+from . import guards
 from .base import error_body
-from .framing import chunked_protocol
+from .framing import ChunkedProtocol, chunked_protocol
 
 logger = logging.getLogger("pully.ws")
 
 PING_FRAME = b"\x89\x00"  # FIN + ping, no payload
 _NO_HEADERS = tornado.httputil.HTTPHeaders()  # shared, never written to
+# Frames under a per-connection rate limit, and the bucket each draws from: subscribes and
+# unsubscribes share one, so churn through channel names is bounded like publishing is.
+_RATED = {"publish": "publish", "subscribe": "subscribe", "unsubscribe": "subscribe"}
+_PLURAL = {"publish": "publishes", "subscribe": "subscribes"}
 
 
 class WebSocketHandler(tornado.websocket.WebSocketHandler):
@@ -43,7 +55,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.channels = set()
         self.client_id = ""
         self._identity: Identity = ANONYMOUS
-        self._bucket: TokenBucket | None = None
+        self._buckets: dict[str, TokenBucket] = {}  # "publish", "subscribe": made on first use
         self._expiry: asyncio.TimerHandle | None = None
         self._out: list[bytes] | None = None  # frames queued in this loop tick
         self._awaiting_pong = False
@@ -53,8 +65,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     # -- handshake ---------------------------------------------------------------------------
 
     def prepare(self) -> None:
-        """Refuse before upgrading: 503 while draining or full, 401 without a valid token.
+        """Refuse before upgrading: 403 to a browser page the origin rule refuses, 503 while
+        draining or full, 401 without a valid token.
         (In ``prepare``, not ``get``: nothing of it stays on the connection's stack.)"""
+        refusal = self._origin_refusal()  # first: another site's page learns nothing more
+        if refusal is not None:
+            return self._refuse(Forbidden(refusal))
         if self.node.draining or self.node.full:
             why = "draining" if self.node.draining else "node is at PULLY_MAX_CONNECTIONS"
             return self._refuse(Unavailable(f"not accepting connections: {why}"))
@@ -83,11 +99,15 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.finish(orjson.dumps(error_body(err.status, err.code, err.message)))
 
     def check_origin(self, origin: str) -> bool:
-        """Called by Tornado for cross-origin browser requests only (same-origin pages and
-        clients sending no Origin always pass)."""
-        allowed = self.node.settings.allowed_origins
-        origin = origin.rstrip("/")
-        return any(a == "*" or fnmatch.fnmatchcase(origin, a) for a in allowed)
+        """Tornado asks this only of handshakes it takes for cross-origin, and takes whatever
+        ``Host`` says for the node's own name; :meth:`prepare` has applied the node's rule
+        (:func:`.guards.websocket_refusal`: DNS rebinding is refused) to every handshake
+        already, with a JSON 403. This gives the same answer."""
+        return self._origin_refusal() is None
+
+    def _origin_refusal(self) -> str | None:
+        """Why this handshake's browser page may not connect, or None."""
+        return guards.websocket_refusal(self.request.headers, self.node.settings)
 
     def get_compression_options(self) -> None:
         return None  # frames are built once per node and shared, which compression would defeat
@@ -149,8 +169,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             stream.close()  # the reader sees the stream closed and the connection ends
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
-        self.write_pending()  # frames queued before the close frame go out before it
-        self._stream_out = self._sock = None
+        """Close with ``code``: frames queued before go out first, and the close frame is the
+        last (it may pass ``PULLY_MAX_BUFFER_BYTES`` by its few bytes)."""
+        self.write_pending()
+        stream, self._stream_out, self._sock = self._stream_out, None, None
+        if stream is not None:
+            stream.max_write_buffer_size = None
         super().close(code, reason)
 
     def _schedule_expiry(self) -> None:
@@ -188,11 +212,12 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if not out or stream is None:
             return
         data: bytes | memoryview = out[0] if len(out) == 1 else b"".join(out)
+        sent = 0
         if self._sock is not None and not stream.writing():
             try:
                 sent = self._sock.send(data)
             except BlockingIOError:
-                sent = 0
+                pass
             except OSError:
                 return  # the connection is gone; Tornado's reader notices and closes it
             if sent == len(data):
@@ -205,11 +230,37 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         except StreamBufferFullError:
             logger.warning("client %s is not reading; closing it (slow consumer)", self.client_id)
             self.node.count_disconnect("slow_consumer")
-            stream.max_write_buffer_size = None  # room for the close frame
-            self.close(protocol.CLOSE_SLOW_CONSUMER, "slow consumer")
+            self._close_slow_consumer(data[: self._rest_of_frame(out, sent)])
+
+    def _close_slow_consumer(self, rest: bytes | memoryview) -> None:
+        """Close with 4008 ahead of the output the client has not read: that output is dropped,
+        except the rest of a frame it has in part (``rest``, or in the stream), and the close
+        frame follows what the kernel already holds for the client. The client gets as long to
+        read it as any client gets to answer a ping (Tornado's 5 s when pings are off)."""
+        connection = self.ws_connection
+        self._out = self._stream_out = self._sock = None
+        self.ws_connection = None  # closed, as Tornado's close() leaves it
+        if isinstance(connection, ChunkedProtocol):
+            settings = self.node.settings
+            wait = 5.0
+            if settings.ping_interval:
+                wait = settings.ping_timeout or settings.ping_interval
+            code = protocol.CLOSE_SLOW_CONSUMER
+            connection.close_dropping_backlog(code, "slow consumer", wait, rest)
 
     def send(self, payload: bytes) -> None:
         self.write_frame(protocol.text_frame(payload))
+
+    @staticmethod
+    def _rest_of_frame(frames: list[bytes], sent: int) -> int:
+        """How many bytes are left of the frame that the first ``sent`` bytes of ``frames``
+        end in (0 when they end where a frame ends)."""
+        end = 0
+        for frame in frames:
+            if end >= sent:
+                break
+            end += len(frame)
+        return end - sent
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -222,30 +273,39 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if cmd.type == "ping":
             self.send(protocol.reply("pong", cmd.id))
             return None
-        if cmd.type == "publish" and not self._may_publish_now(cmd):
+        if cmd.type in _RATED and not self._within_rate(cmd):
             return None
         return self._handle(cmd)  # Tornado awaits it before reading the next frame
 
-    def _may_publish_now(self, cmd: Command) -> bool:
-        rate = self.node.settings.publish_rate
+    def _within_rate(self, cmd: Command) -> bool:
+        """Publishes, and subscribes with unsubscribes, each have a token bucket per
+        connection; a refused frame gets ``rate_limited``, and ``burst`` refusals in a row
+        close the connection (4029)."""
+        kind = _RATED[cmd.type]
+        settings = self.node.settings
+        rate = settings.publish_rate if kind == "publish" else settings.subscribe_rate
         if not rate:
             return True
-        if self._bucket is None:
-            self._bucket = TokenBucket(rate, self.node.settings.publish_burst)
-        if self._bucket.take():
+        bucket = self._buckets.get(kind)
+        if bucket is None:
+            burst = settings.publish_burst if kind == "publish" else settings.subscribe_burst
+            bucket = self._buckets[kind] = TokenBucket(rate, burst)
+        if bucket.take():
             return True
-        self.node.publishes["rate_limited"] += 1
+        if kind == "publish":
+            self.node.publishes["rate_limited"] += 1
         if self._stream_out is None:
             pass  # already closing: frames still arriving are ignored
-        elif self._bucket.refused > self._bucket.burst:
+        elif bucket.refused > bucket.burst:
             logger.warning(
-                "client %s keeps publishing past the rate limit; closing", self.client_id
-            )
+                "client %s keeps sending %s past the rate limit; closing", self.client_id,
+                _PLURAL[kind],
+            )  # fmt: skip
             self.node.count_disconnect("rate_limited")
             self.close(protocol.CLOSE_RATE_LIMITED, "rate limit exceeded")
         else:
-            limit = f"{rate:g} publishes/s (PULLY_PUBLISH_RATE)"
-            self.send(protocol.error(cmd.id, RateLimited(f"publish rate limit: {limit}")))
+            limit = f"{rate:g} {_PLURAL[kind]}/s (PULLY_{kind.upper()}_RATE)"
+            self.send(protocol.error(cmd.id, RateLimited(f"{kind} rate limit: {limit}")))
         return False
 
     async def _handle(self, cmd: Command) -> None:
@@ -302,8 +362,13 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         secret = self.node.settings.jwt_secret
         if not secret:
             raise BadRequest("tokens are not used: PULLY_JWT_SECRET is not set")
-        identity = authenticate(cmd.token, secret)
-        self.node.reidentify(self, identity)
+        try:
+            identity = authenticate(cmd.token, secret)
+        except Unauthorized as exc:  # the connection is authenticated: the new token is refused
+            raise Forbidden(exc.message) from None
+        revoked = self.node.reidentify(self, identity)
         self._identity = identity
         self._schedule_expiry()
         self.send(protocol.reply("refreshed", cmd.id, user=identity.user, expires=identity.expires))
+        for channel in revoked:  # the new token no longer allows these
+            self.send(protocol.unsubscribed(channel, "forbidden"))

@@ -72,19 +72,19 @@ class FileStore(Store):
         except OSError as exc:
             raise Unavailable(f"cannot read {self.version_path}: {exc.strerror or exc}") from None
 
-    def _save(self, relationships: Relationships) -> int:
+    def _save(self, relationships: Relationships, above: int) -> int:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         lock_path = self.path.with_name(self.path.name + ".lock")
         with open(lock_path, "a") as lock:  # serializes saves across processes, not just tasks
             fcntl.flock(lock, fcntl.LOCK_EX)
-            version = self._read_version() + 1
+            version = max(self._read_version(), above) + 1
             _write_atomically(self.path, dumps(relationships))
             _write_atomically(self.version_path, f"{version}\n".encode())
             return version
 
-    async def save(self, relationships: Relationships) -> int:
+    async def save(self, relationships: Relationships, above: int = 0) -> int:
         async with self._lock:
             try:
-                return await asyncio.to_thread(self._save, relationships)
+                return await asyncio.to_thread(self._save, relationships, above)
             except OSError as exc:
                 raise Unavailable(f"cannot write {self.path}: {exc.strerror or exc}") from None

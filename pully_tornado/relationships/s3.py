@@ -99,10 +99,10 @@ class S3Store(Store):
             problems = "; ".join(exc.problems[:5])
             raise Unavailable(f"s3://{self.bucket}/{self.key} is not valid: {problems}") from None
 
-    async def save(self, relationships: Relationships) -> int:
+    async def save(self, relationships: Relationships, above: int = 0) -> int:
         for _ in range(SAVE_ATTEMPTS):
             head = await self._head()
-            version = 1 if head is None else head[1] + 1
+            version = max(0 if head is None else head[1], above) + 1
             body = orjson.dumps(
                 {
                     "version": version,

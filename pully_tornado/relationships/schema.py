@@ -1,9 +1,11 @@
-"""The relationships document: which functions run, in order, on each channel's messages.
+"""The relationships document: which functions run, in order, on each channel's messages, and
+per-channel options (history window, presence, who may publish).
 
 ```json
 {
   "channels": {"chat": ["profanity", "uppercase"], "orders:*": ["enrich"]},
-  "functions": {"enrich": {"runtime": "lambda", "timeout": 2.0, "on_error": "reject"}}
+  "functions": {"enrich": {"runtime": "lambda", "timeout": 2.0, "on_error": "reject"}},
+  "options": {"ticker:*": {"history_size": 1000, "publish": "server"}}
 }
 ```
 
@@ -15,7 +17,7 @@ and the OpenAPI document.
 
 from __future__ import annotations
 
-import fnmatch
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,9 +33,10 @@ from marshmallow import (
 )
 
 from ..errors import BadRequest
+from .options import NO_OPTIONS, ChannelOptions, ChannelOptionsSchema
+from .rules import KEY_PATTERN, MAX_KEY_LENGTH, ChannelRules, key_problem
 
 FUNCTION_NAME = r"^[a-z0-9_-]{1,64}$"
-CHANNEL_KEY = r"^[A-Za-z0-9_\-:.@/=*?\[\]!]{1,200}$"
 LAMBDA_NAME = r"^(arn:[A-Za-z0-9:_./-]+|[A-Za-z0-9_-]{1,64})$"
 HTTP_URL = r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[!-~]*)?$"  # path: printable ASCII
 RUNTIMES = ("local", "lambda", "http")
@@ -48,6 +51,22 @@ class Exactly(validate.Regexp):
     def __call__(self, value: Any) -> Any:
         if self.regex.fullmatch(value) is None:
             raise ValidationError(self._format_error(value))
+        return value
+
+
+class ChannelKey(Exactly):
+    """A channel name or a glob that can match one (see :mod:`.rules`); the refusal says why.
+    Its ``pattern`` (and ``max_length``) are what the OpenAPI document publishes."""
+
+    max_length = MAX_KEY_LENGTH
+
+    def __init__(self) -> None:
+        super().__init__(KEY_PATTERN)
+
+    def __call__(self, value: Any) -> Any:
+        problem = key_problem(value) if isinstance(value, str) else "must be a string"
+        if problem is not None:
+            raise ValidationError(f"not a channel name or glob: {problem}")
         return value
 
 
@@ -73,27 +92,28 @@ class FunctionSpec:
 
 @dataclass(frozen=True, slots=True)
 class Relationships:
-    """A valid document, immutable: a node swaps whole documents, never edits one."""
+    """A valid document, immutable: a node swaps whole documents, never edits one. Lookups by
+    channel (:meth:`pipeline_for`, :meth:`options_for`) are indexed and cached per document."""
 
     channels: dict[str, tuple[str, ...]] = field(default_factory=dict)
     functions: dict[str, FunctionSpec] = field(default_factory=dict)
+    options: dict[str, ChannelOptions] = field(default_factory=dict)
+    _pipelines: ChannelRules[tuple[str, ...]] = field(init=False, repr=False, compare=False)
+    _options: ChannelRules[ChannelOptions] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_pipelines", ChannelRules(self.channels, ()))
+        object.__setattr__(self, "_options", ChannelRules(self.options, NO_OPTIONS))
 
     def pipeline_for(self, channel: str) -> tuple[str, ...]:
         """The functions for ``channel``: an exact key wins; otherwise the longest matching
         glob (ties: the first in the document); no match, no functions."""
-        exact = self.channels.get(channel)
-        if exact is not None:
-            return exact
-        best: tuple[str, ...] = ()
-        best_len = -1
-        for pattern, names in self.channels.items():
-            if (
-                len(pattern) > best_len
-                and _is_glob(pattern)
-                and fnmatch.fnmatchcase(channel, pattern)
-            ):
-                best, best_len = names, len(pattern)
-        return best
+        return self._pipelines.lookup(channel)
+
+    def options_for(self, channel: str) -> ChannelOptions:
+        """The ``options`` rule for ``channel``, chosen like :meth:`pipeline_for` (one rule
+        whole: its unset fields fall back to the node's settings, not to other globs)."""
+        return self._options.lookup(channel)
 
     def spec(self, name: str) -> FunctionSpec:
         return self.functions.get(name) or FunctionSpec()
@@ -106,11 +126,9 @@ class Relationships:
         doc: dict[str, Any] = {"channels": {k: list(v) for k, v in self.channels.items()}}
         if functions:
             doc["functions"] = functions
+        if self.options:
+            doc["options"] = {k: o.to_json() for k, o in self.options.items()}
         return doc
-
-
-def _is_glob(pattern: str) -> bool:
-    return any(c in pattern for c in "*?[")
 
 
 def _spec_fields(spec: FunctionSpec) -> dict[str, Any]:
@@ -214,10 +232,7 @@ class RelationshipsSchema(Schema):
         unknown = RAISE
 
     channels = fields.Dict(
-        keys=fields.String(validate=Exactly(
-            CHANNEL_KEY, error="not a channel name or glob (1-200 chars of A-Z a-z 0-9 _ - : . @ "
-            "/ = and the glob characters * ? [ ] !)",
-        )),
+        keys=fields.String(validate=ChannelKey()),
         values=fields.List(
             fields.String(validate=Exactly(
                 FUNCTION_NAME, error="not a function name (1-64 chars of a-z 0-9 _ -)"
@@ -233,6 +248,12 @@ class RelationshipsSchema(Schema):
         )),
         values=FunctionField(),
         metadata={"description": "per-function settings; unlisted functions use the defaults"},
+    )  # fmt: skip
+    options = fields.Dict(
+        keys=fields.String(validate=ChannelKey()),
+        values=fields.Nested(ChannelOptionsSchema),
+        metadata={"description": "channel name or glob -> channel options (exact name wins, "
+                                 "then the longest glob); unset fields use the node's settings"},
     )  # fmt: skip
 
     @validates_schema(pass_original=True, skip_on_field_errors=False)
@@ -257,6 +278,7 @@ class RelationshipsSchema(Schema):
         return Relationships(
             channels={k: tuple(v) for k, v in data["channels"].items()},
             functions=dict(data.get("functions", {})),
+            options=dict(data.get("options", {})),
         )
 
 
@@ -304,6 +326,13 @@ def loads(text: str | bytes) -> Relationships:
 
 def dumps(relationships: Relationships) -> bytes:
     return orjson.dumps(relationships.to_json(), option=orjson.OPT_INDENT_2) + b"\n"
+
+
+def digest(relationships: Relationships) -> str:
+    """A short fingerprint of the document's content (key order ignored): two nodes running the
+    same version with different digests run different documents."""
+    canonical = orjson.dumps(relationships.to_json(), option=orjson.OPT_SORT_KEYS)
+    return hashlib.sha256(canonical).hexdigest()[:16]
 
 
 EMPTY = Relationships()

@@ -1,14 +1,21 @@
-"""Where the relationships document lives: one interface, chosen by ``PULLY_STORE``'s scheme."""
+"""Where the relationships document lives: one interface, chosen by ``PULLY_STORE``'s scheme.
+
+Every node of a cluster must read the same store: a file is per machine, so in cluster mode
+the default is the cluster's Redis (``redis``), and a ``file://`` store set there by hand is
+logged loudly at start (``/healthz`` then reports nodes that disagree: see :mod:`.manager`)."""
 
 from __future__ import annotations
 
 import abc
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..settings import Settings
 from .schema import Relationships
+
+logger = logging.getLogger("pully.relationships")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,22 +40,43 @@ class Store(abc.ABC):
         """The current version, cheaply (0 when none was saved)."""
 
     @abc.abstractmethod
-    async def save(self, relationships: Relationships) -> int:
-        """Store ``relationships`` as a new version, higher than any before; returns it.
-        Concurrent saves (from several nodes) each get their own version."""
+    async def save(self, relationships: Relationships, above: int = 0) -> int:
+        """Store ``relationships`` as a new version, higher than any before and than ``above``
+        (the version the saving node runs, which a store that lost its data would otherwise
+        hand out again); returns it. Concurrent saves (from several nodes) each get their own
+        version."""
 
     @abc.abstractmethod
     def describe(self) -> dict[str, Any]:
         """Where, for ``/healthz`` and logs (no secrets)."""
 
+    async def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
+        """Release connections. Idempotent."""
+
 
 def create_store(settings: Settings) -> Store:
-    """``file://PATH`` or ``s3://BUCKET/KEY``; the S3 backend (boto3) is imported only when used."""
-    parts = urlsplit(settings.store)
+    """``PULLY_STORE`` (:attr:`Settings.store_url`): ``file://PATH``, ``s3://BUCKET/KEY``,
+    ``redis`` (the cluster's Redis) or a ``redis://`` URL; boto3 is imported only when used."""
+    url = settings.store_url
+    parts = urlsplit(url)
     if parts.scheme == "s3":
         from .s3 import S3Store
 
         return S3Store(parts.netloc, parts.path.lstrip("/") or "relationships.json", settings)
+    if url == "redis" or parts.scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisStore
+
+        redis_url = settings.redis_url if url == "redis" else url
+        assert redis_url, "Settings refuses PULLY_STORE=redis without PULLY_REDIS_URL"
+        return RedisStore(redis_url)
     from .file import FileStore
 
+    if settings.mode == "cluster":
+        logger.warning(
+            "PULLY_STORE=%s is a file on this machine, but this node runs in cluster mode: "
+            "nodes with their own files run different documents under the same version. Use "
+            "PULLY_STORE=redis (the cluster default when PULLY_STORE is unset) or s3://; "
+            '/healthz reports "split": true when nodes disagree',
+            url,
+        )
     return FileStore(parts.netloc + parts.path)

@@ -11,7 +11,8 @@
 // See docs/clients.md.
 
 const EVENTS = new Set([
-  "connected", "disconnected", "reconnecting", "error", "recovery_failed", "presence", "frame",
+  "connected", "disconnected", "reconnecting", "error", "recovery_failed", "unsubscribed",
+  "presence", "frame",
 ]);
 const DRAIN_GRACE_MS = 5000; // the node has this long to close after advising a reconnect
 // a token provider's token is renewed when 20 % of its remaining life is left (1 s to 60 s ahead)
@@ -342,6 +343,11 @@ export class Pully {
     this.connectTimeout = options.connectTimeout === undefined ? 10000 : options.connectTimeout;
     this.backoff = { base: 500, cap: 20000, rng: Math.random, ...options.backoff };
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    if (typeof this.WebSocket !== "function") {
+      throw new TypeError("no WebSocket implementation: this runtime has no global WebSocket " +
+        "(Node 20: run node --experimental-websocket, or use Node 22+); or pass one: " +
+        "new Pully(url, { WebSocket }) with WebSocket from the 'ws' package");
+    }
     this.clientId = this.node = this.user = null;
   }
 
@@ -498,12 +504,8 @@ export class Pully {
       if (!sub._ready.settled) return this.#dropSub(sub, error); // subscribe() rejects with it
       this._emit("error", { error, channel: sub.channel });
       if (error instanceof Unavailable || error instanceof RateLimited) {
-        setTimeout(() => {
-          if (conn.active && this.#subs.get(sub.channel) === sub) {
-            sub._sentOn = null;
-            this.#sendSubscribe(sub, conn);
-          }
-        }, backoffDelay(sub._retries++, this.backoff.base, this.backoff.cap, this.backoff.rng));
+        setTimeout(() => this.#resend(sub, conn),
+          backoffDelay(sub._retries++, this.backoff.base, this.backoff.cap, this.backoff.rng));
       } else {
         this.#dropSub(sub, error);
       }
@@ -515,6 +517,27 @@ export class Pully {
     if (recovered === false) {
       this._emit("recovery_failed", { channel: sub.channel, subscription: sub, previous: since, position: sub.position });
     }
+  }
+
+  // Send `sub` again on `conn`, since its position, unless it was given up meanwhile or `conn`
+  // dropped (the next connection sends it then).
+  #resend(sub, conn) {
+    if (conn.active && this.#subs.get(sub.channel) === sub) {
+      sub._sentOn = null;
+      this.#sendSubscribe(sub, conn);
+    }
+  }
+
+  // The node ended a subscription on its own. With `resubscribe: true` (insufficient_state: it
+  // cannot vouch that every message reached us) subscribe again at once, since our position:
+  // the reply tells the truth (recovered, or recovery_failed). Otherwise the subscription ends
+  // and the `unsubscribed` event gives the reason (forbidden: a refreshed token dropped it).
+  #onUnsubscribed(frame, conn) {
+    const sub = this.#subs.get(frame.channel);
+    if (!sub || sub._sentOn !== conn) return;
+    if (frame.resubscribe === true) return this.#resend(sub, conn);
+    this.#dropSub(sub, null);
+    this._emit("unsubscribed", { channel: sub.channel, subscription: sub, reason: frame.reason ?? "server" });
   }
 
   #dropSub(sub, error) {
@@ -574,7 +597,7 @@ export class Pully {
     this.#conn = conn;
     conn.onIn = (frame) => this._emit("frame", { direction: "in", frame });
     conn.onOut = (frame) => this._emit("frame", { direction: "out", frame });
-    conn.onFrame = (frame) => this.#onFrame(frame);
+    conn.onFrame = (frame) => this.#onFrame(frame, conn);
     const { welcome } = conn;
     this._emit("frame", { direction: "in", frame: welcome });
     Object.assign(this, { clientId: welcome.client, node: welcome.node, user: welcome.user ?? null });
@@ -618,9 +641,11 @@ export class Pully {
 
   async #tokenValue() { return typeof this.token === "function" ? await this.token() : this.token; }
 
-  #onFrame(frame) {
+  #onFrame(frame, conn) {
     if (frame.type === "message") {
       this.#subs.get(frame.channel)?._onMessage(frame);
+    } else if (frame.type === "unsubscribed") {
+      this.#onUnsubscribed(frame, conn);
     } else if (frame.type === "join" || frame.type === "leave") {
       this._emit("presence", { kind: frame.type, channel: frame.channel, client: frame.client, user: frame.user ?? null });
     }
