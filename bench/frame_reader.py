@@ -13,7 +13,7 @@ from typing import Any
 from tornado.util import _websocket_mask
 from tornado.websocket import _WebSocketParams
 
-from pully_tornado.handlers.framing import ChunkedProtocol
+from pully_tornado.wsframes import ChunkedProtocol
 
 FRAMES = 20_000
 RUNS = 60

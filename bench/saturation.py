@@ -7,14 +7,12 @@ import asyncio
 import math
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .harness import Harness
 from .stats import Window, costs, r2, r3
 from .traffic import LoopMonitor, Publisher, publish_at
 from .wsclient import WSConnection
-
-if TYPE_CHECKING:
-    from .loadgen import Generator
 
 
 @dataclass
@@ -30,7 +28,7 @@ class Step:
 
 
 async def saturate(
-    gen: Generator,
+    gen: Harness,
     subs: list[WSConnection],
     pub: Publisher,
     channel: str,

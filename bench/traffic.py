@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import sys
 import time
 from collections.abc import Callable
+
+from pully_tornado.tasks import stop
 
 from .stats import Hist, Window, r2
 from .wsclient import Reply, WSConnection
@@ -173,10 +174,8 @@ class LoopMonitor:
             self.hist.record(max(0, time.perf_counter_ns() - t - 5_000_000))
 
     async def stop(self) -> dict[str, float | None]:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
+        self._task = None
         return {
             "p99": r2(self.hist.percentile(99)),
             "max": r2(self.hist.max_ns / 1e6) if self.hist.n else None,

@@ -30,6 +30,7 @@ from .handlers.websocket import WebSocketHandler
 from .listener import NodeServer, raise_open_files_limit
 from .logs import log_request
 from .node import Node
+from .outbox import Outbox
 from .settings import Settings
 
 logger = logging.getLogger("pully")
@@ -56,12 +57,12 @@ class NotFoundHandler(JsonHandler):
 
 
 def make_app(node: Node) -> tornado.web.Application:
-    """The routes of DESIGN.md, all bound to ``node``."""
+    """The routes listed in docs/protocol.md ("HTTP routes"), all bound to ``node``."""
     s = node.settings
     args = {"node": node}
     return tornado.web.Application(
         [
-            (r"/ws", WebSocketHandler, args),
+            (r"/ws", WebSocketHandler, {**args, "outbox": Outbox()}),
             (r"/publish", PublishHandler, args),
             (r"/relationships", RelationshipsHandler, args),
             (r"/healthz", HealthHandler, args),

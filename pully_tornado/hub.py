@@ -4,9 +4,11 @@ A publication arrives once per node as the finished ``message`` frame payload; t
 one WebSocket frame and writes those same bytes to every live local subscriber, in offset order.
 
 Per channel the hub keeps a *cursor*: the epoch and offset of the last publication it delivered.
-The node uses it to notice a gap (a publication that does not follow the cursor) and fill it
-from history before delivering further; the cursor never jumps: when history cannot fill the
-gap, or the epoch changes, the node ends the channel's live subscriptions instead.
+:meth:`Hub.receive` checks each publication against it: one that does not follow starts a *hold*
+(later publications are kept back) while the node fills the gap from history and then
+releases it (:meth:`Hub.release`); the cursor never jumps: when history cannot fill the gap, or the
+epoch changes, the node ends the channel's live subscriptions instead. All of this state is the
+hub's; the node asks through these methods.
 
 Connections still setting up a subscription are *pending*: publications that arrive for them
 are kept, so the node can send ``subscribed`` first and then exactly the messages after the
@@ -17,10 +19,10 @@ it is *fresh* until the cursor passes that position, and is not sent what it alr
 
 from __future__ import annotations
 
-import asyncio
+import enum
 from typing import Protocol
 
-from .protocol import text_frame
+from .protocol import Position, text_frame
 
 
 class Conn(Protocol):
@@ -42,39 +44,15 @@ class Conn(Protocol):
         """Drop the connection at once, without a closing handshake (node shutdown)."""
 
 
-class Flushable(Protocol):
-    def write_pending(self) -> None:
-        """Write everything queued for this connection."""
+class Arrival(enum.Enum):
+    """What :meth:`Hub.receive` did with a publication."""
 
-
-class Outbox:
-    """Connections with frames queued in this loop tick, written once at the end of the tick.
-
-    A connection queues its frames (replies and messages alike, in order) and registers here
-    once per tick; one callback per tick then lets each of them write all its frames at once.
-    Several messages for one client in one tick cost one write."""
-
-    __slots__ = ("_loop", "_pending", "_scheduled")
-
-    def __init__(self) -> None:
-        self._pending: list[Flushable] = []
-        self._scheduled = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def add(self, conn: Flushable) -> None:
-        self._pending.append(conn)
-        if not self._scheduled:
-            self._scheduled = True
-            loop = self._loop
-            if loop is None:
-                loop = self._loop = asyncio.get_running_loop()
-            loop.call_soon(self.flush)
-
-    def flush(self) -> None:
-        self._scheduled = False
-        pending, self._pending = self._pending, []
-        for conn in pending:
-            conn.write_pending()
+    IGNORED = "no local subscriber"
+    HELD = "held: the channel's gap is being filled"
+    STALE = "already delivered"
+    GAP = "it does not follow the cursor: the hub holds the channel from it on"
+    NEW_EPOCH = "live subscribers follow another epoch: nothing done"
+    DELIVERED = "delivered"
 
 
 class Channel:
@@ -102,7 +80,6 @@ class Hub:
         self.channels: dict[str, Channel] = {}
         self.subscriptions = 0
         self.deliveries = 0  # messages written to live subscribers (for /metrics)
-        self.outbox = Outbox()
 
     def __contains__(self, channel: str) -> bool:
         return channel in self.channels
@@ -158,6 +135,65 @@ class Hub:
             return False
         del self.channels[channel]
         return True
+
+    def names(self) -> list[str]:
+        return list(self.channels)
+
+    def live(self, channel: str) -> list[Conn]:
+        """The live local subscribers of ``channel``."""
+        ch = self.channels.get(channel)
+        return [] if ch is None else list(ch.live)
+
+    def receive(self, channel: str, offset: int, epoch: str, payload: bytes) -> Arrival:
+        """A publication from the broker: delivered when it follows the cursor (or nobody here
+        follows one yet); otherwise the caller is told what to do about it (``GAP``: fill it
+        from history and :meth:`release` the channel; ``NEW_EPOCH``: end the live
+        subscriptions, then offer it again)."""
+        ch = self.channels.get(channel)
+        if ch is None:
+            return Arrival.IGNORED
+        if ch.recovering is not None:
+            ch.recovering.append((offset, epoch, payload))
+            return Arrival.HELD
+        if ch.live and ch.epoch:
+            if epoch != ch.epoch:
+                return Arrival.NEW_EPOCH
+            if offset <= ch.offset:
+                return Arrival.STALE  # a recovery read it from history first
+            if offset != ch.offset + 1:
+                ch.recovering = [(offset, epoch, payload)]
+                return Arrival.GAP
+        self.deliver(ch, offset, epoch, payload)
+        return Arrival.DELIVERED
+
+    def hold(self, channel: str) -> Channel | None:
+        """Start holding ``channel``'s publications (to check it against history after a broker
+        outage): the channel, or None if it has no live subscriber with a cursor or is held
+        already."""
+        ch = self.channels.get(channel)
+        if ch is None or ch.recovering is not None or not ch.live or not ch.epoch:
+            return None
+        ch.recovering = []
+        return ch
+
+    def holding(self, channel: str) -> Channel | None:
+        ch = self.channels.get(channel)
+        return ch if ch is not None and ch.recovering is not None else None
+
+    @staticmethod
+    def cursor(ch: Channel) -> Position:
+        """The last publication delivered to the channel's live subscribers."""
+        return Position(ch.offset, ch.epoch)
+
+    @staticmethod
+    def release(ch: Channel) -> list[tuple[int, str, bytes]]:
+        """Stop holding ``ch``: what was held, in arrival order."""
+        held, ch.recovering = ch.recovering or [], None
+        return held
+
+    def is_current(self, channel: str, ch: Channel) -> bool:
+        """False once everyone left ``channel`` (a later subscriber gets a new one)."""
+        return self.channels.get(channel) is ch
 
     def deliver(self, ch: Channel, offset: int, epoch: str, payload: bytes) -> None:
         """Fan one publication out to this node's subscribers of ``ch`` and move its cursor.

@@ -11,10 +11,11 @@ burst.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from collections.abc import Callable
 from typing import Protocol
+
+from .tasks import stop
 
 SLICES = 8
 
@@ -61,10 +62,8 @@ class KeepAlive:
             self._task = asyncio.create_task(self._run(), name="pully-keepalive")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         tick = 0

@@ -7,22 +7,50 @@ latency is a real histogram (a function call is slow next to observing it).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+import collections
+from collections.abc import Iterator, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .node import Node
+from .broker.base import Broker
+from .hub import Hub
+from .listener import Listener
+from .relationships.manager import RelationshipsManager
+
+
+class Observed(Protocol):
+    """What the collector reads of a node (the node itself, in practice: this module does not
+    import it, so the two do not depend on each other)."""
+
+    @property
+    def connections(self) -> Sized: ...
+    @property
+    def hub(self) -> Hub: ...
+    @property
+    def broker(self) -> Broker: ...
+    @property
+    def listener(self) -> Listener: ...
+    @property
+    def relationships(self) -> RelationshipsManager: ...
+    @property
+    def publishes(self) -> collections.Counter[str]: ...
+    @property
+    def disconnects(self) -> collections.Counter[str]: ...
+    @property
+    def gaps_filled(self) -> int: ...
+    @property
+    def insufficient_states(self) -> int: ...
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 FUNCTION_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
 class NodeCollector(Collector):
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Observed) -> None:
         self.node = node
 
     def collect(self) -> Iterator[Metric]:
@@ -67,7 +95,7 @@ class NodeCollector(Collector):
         yield disconnects
         yield CounterMetricFamily(
             "pully_broker_reconnects", "Times the broker link came back",
-            value=getattr(node.broker, "reconnects", 0),
+            value=node.broker.reconnects,
         )  # fmt: skip
         yield CounterMetricFamily(
             "pully_gaps_filled", "Messages this node recovered from history after a gap",
@@ -98,7 +126,7 @@ class NodeCollector(Collector):
 class Metrics:
     """One registry per node (several nodes may share a process in tests)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Observed) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(NodeCollector(node))
         self.function_seconds = Histogram(

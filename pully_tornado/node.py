@@ -6,10 +6,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import fnmatch
 import logging
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,19 +19,18 @@ from .broker import Broker, Position, create_broker
 from .broker.base import History
 from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
 from .functions.pipeline import Pipeline
-from .hub import Channel, Conn, Hub
+from .hub import Arrival, Channel, Conn, Hub
 from .keepalive import KeepAlive
 from .listener import Listener
 from .metrics import Metrics
-from .protocol import Since
+from .presence import Presence
 from .relationships import Relationships
 from .relationships.manager import RelationshipsManager
 from .relationships.store import Store, create_store
 from .settings import Settings
+from .tasks import Background
 
 logger = logging.getLogger("pully.node")
-
-RECOVERY_CONCURRENCY = 16  # channels checked at once after the broker reconnects
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +60,7 @@ class Node:
     ) -> None:
         self.settings = settings
         self.id = settings.node_id
+        self._background = Background(logger)
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
         self.relationships = RelationshipsManager(
@@ -76,14 +74,15 @@ class Node:
         self.listener = Listener(settings.handshake_timeout, settings.max_connections)
         self.metrics = Metrics(self)
         self.pipeline = Pipeline(settings, self._observe_function)
+        self.presence = Presence(
+            self.broker, self.relationships, settings.presence_channels, settings.presence_ttl,
+            self._background.spawn,
+        )  # fmt: skip
         self.publishes: collections.Counter[str] = collections.Counter()
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.connections: dict[Conn, Identity] = {}
         self._broker_subs: dict[str, asyncio.Future[None]] = {}
-        self._present: dict[tuple[str, str], bytes] = {}  # (channel, client) -> info, this node's
-        self._background: set[asyncio.Task[Any]] = set()
         self._connections_gone = asyncio.Event()
-        self._refresher: asyncio.Task[None] | None = None
         self._broker_was_up = False
         self.started_at = time.time()
         self.draining = False
@@ -94,7 +93,7 @@ class Node:
 
     async def start(self) -> None:
         await self.broker.start(self)
-        self._refresher = asyncio.create_task(self._refresh_presence_forever())
+        self.presence.start()
         self.keepalive.start()
         await self.relationships.start()
 
@@ -105,13 +104,8 @@ class Node:
         await self._connections_closed(2.0)
         await self.keepalive.close()
         await self.relationships.close()
-        if self._refresher is not None:
-            self._refresher.cancel()
-        if self._background:  # let leaves and unsubscribes of closed clients go out
-            await asyncio.wait(self._background, timeout=2.0)
-        for task in list(self._background):
-            task.cancel()
-        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.presence.close()
+        await self._background.close(2.0)  # let leaves and unsubscribes of closed clients go out
         await self.pipeline.close()
         await self.broker.close()
 
@@ -134,19 +128,6 @@ class Node:
                 async with asyncio.timeout(timeout):
                     await self._connections_gone.wait()
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
-        task = asyncio.ensure_future(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            if isinstance(exc, PullyError):
-                logger.warning("background %s failed: %s", task.get_coro(), exc.message)
-            else:
-                logger.error("background task failed", exc_info=exc)
-
     def _observe_function(self, name: str, outcome: str, seconds: float) -> None:
         self.metrics.function_seconds.labels(name, outcome).observe(seconds)
 
@@ -163,23 +144,14 @@ class Node:
     # -- broker events -----------------------------------------------------------------------
 
     def on_publication(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
-        ch = self.hub.channels.get(channel)
-        if ch is None:
-            return
-        if ch.recovering is not None:
-            ch.recovering.append((offset, epoch, payload))
-            return
-        if ch.live and ch.epoch:
-            if epoch != ch.epoch:  # the sequence they follow ended: its end may be missing here
-                self._end_subscriptions(channel, ch, f"its epoch changed to {epoch}")
-                if self.hub.channels.get(channel) is not ch:
-                    return
-            elif offset <= ch.offset:
-                return  # already delivered (a recovery read it from history first)
-            elif offset != ch.offset + 1:
-                self._fill_gap(channel, ch, (offset, epoch, payload))
-                return
-        self.hub.deliver(ch, offset, epoch, payload)
+        arrival = self.hub.receive(channel, offset, epoch, payload)
+        if arrival is Arrival.GAP:  # the hub holds the channel's publications meanwhile
+            ch = self.hub.holding(channel)
+            assert ch is not None
+            self._background.spawn(self._recover_channel(channel, ch))
+        elif arrival is Arrival.NEW_EPOCH:  # the sequence they follow ended: its end may be lost
+            self._end_subscriptions(channel, f"its epoch changed to {epoch}")
+            self.on_publication(channel, offset, epoch, payload)  # for subscribers setting up
 
     def on_presence(self, channel: str, payload: bytes) -> None:
         self.hub.deliver_event(channel, payload)
@@ -204,34 +176,30 @@ class Node:
             return
         logger.info("broker %s connected", self.broker.kind)
         if self._broker_was_up:  # publications and reloads may have been missed while down
-            self._spawn(self._check_all_channels())
+            self._check_all_channels()
             self.relationships.reload_soon()
         self._broker_was_up = True
 
     # -- gap filling ---------------------------------------------------------------------------
 
-    def _fill_gap(self, channel: str, ch: Channel, first: tuple[int, str, bytes] | None) -> None:
-        """Hold ``channel``'s publications back and read what this node missed from history."""
-        ch.recovering = [first] if first is not None else []
-        self._spawn(self._recover_channel(channel, ch))
-
     async def _recover_channel(self, channel: str, ch: Channel) -> None:
-        """Deliver what history holds after the cursor, then the publications held meanwhile.
-        When history does not hold all of it (trimmed, expired, another epoch, or unreadable),
-        the channel's subscribers here are ended instead (:meth:`_end_subscriptions`)."""
-        since = Since(ch.offset, ch.epoch)
+        """Deliver what history holds after the cursor of ``channel`` (held by the hub as ``ch``),
+        then the publications held meanwhile. When history does not hold all of it (trimmed,
+        expired, another epoch, or unreadable), the channel's subscribers here are ended instead
+        (:meth:`_end_subscriptions`)."""
+        since = self.hub.cursor(ch)
         try:
             history: History | None = await self.broker.history(channel, since=since)
         except PullyError as exc:
             logger.warning("could not fill a gap on %s from history: %s", channel, exc.message)
             history = None
-        held, ch.recovering = ch.recovering or [], None
-        if self.hub.channels.get(channel) is not ch:
+        held = self.hub.release(ch)
+        if not self.hub.is_current(channel, ch):
             return  # everyone left meanwhile
-        if Since(ch.offset, ch.epoch) != since:
+        if self.hub.cursor(ch) != since:
             pass  # everyone it was for left; those live now got their position from the broker
         elif history is None or not history.covered:
-            self._end_subscriptions(channel, ch, "history does not hold all this node missed")
+            self._end_subscriptions(channel, "history does not hold all this node missed")
         else:
             for offset, payload in zip(history.offsets, history.messages, strict=True):
                 self.hub.deliver(ch, offset, since.epoch, payload)
@@ -239,14 +207,14 @@ class Node:
         for message in held:  # for subscribers still setting up, if the live ones were ended
             self.on_publication(channel, *message)
 
-    def _end_subscriptions(self, channel: str, ch: Channel, why: str) -> None:
+    def _end_subscriptions(self, channel: str, why: str) -> None:
         """This node cannot vouch that its live subscribers of ``channel`` got every message
         after its cursor: rather than let them see a jump (or a new epoch), it drops their
         subscriptions and tells each ``unsubscribed`` with ``reason: insufficient_state`` and
         ``resubscribe: true``. Their clients subscribe again with ``since`` at once, and that
         answer says truthfully whether the gap was recovered (Centrifugo's "insufficient
         state"). Subscribers still setting up are kept: their position comes from the broker."""
-        subscribers = list(ch.live)
+        subscribers = self.hub.live(channel)
         if not subscribers:
             return
         logger.warning(
@@ -260,16 +228,12 @@ class Node:
             self._drop(conn, channel)
         self.insufficient_states += len(subscribers)
 
-    async def _check_all_channels(self) -> None:
-        """After a broker outage: catch up every channel with local subscribers."""
-        semaphore = asyncio.Semaphore(RECOVERY_CONCURRENCY)
-
-        async def check(channel: str, ch: Channel) -> None:
-            async with semaphore:
-                if ch.recovering is None and ch.live and ch.epoch:
-                    self._fill_gap(channel, ch, None)
-
-        await asyncio.gather(*(check(n, c) for n, c in list(self.hub.channels.items())))
+    def _check_all_channels(self) -> None:
+        """After a broker outage: catch up every channel with live subscribers here."""
+        for channel in self.hub.names():
+            ch = self.hub.hold(channel)
+            if ch is not None:
+                self._background.spawn(self._recover_channel(channel, ch))
 
     # -- relationships -------------------------------------------------------------------------
 
@@ -320,7 +284,9 @@ class Node:
         if not self._identity(conn).may_subscribe(channel):
             raise Forbidden(f"not allowed to subscribe to {channel!r}")
 
-    async def subscribe(self, conn: Conn, channel: str, since: Since | None = None) -> Subscribed:
+    async def subscribe(
+        self, conn: Conn, channel: str, since: Position | None = None
+    ) -> Subscribed:
         """Subscribe ``conn`` to ``channel`` on this node (and in the broker if it is the first).
 
         With ``since``, replays what the client missed when history covers it (``recovered``).
@@ -367,8 +333,8 @@ class Node:
             self.insufficient_states += 1
             frames[follow:] = [protocol.insufficient_state(channel)]
             return Subscribed(position, recovered, replay, frames)
-        if self._presence_enabled(channel):
-            self._join(conn, channel)
+        if self.presence.enabled(channel):
+            self.presence.join(channel, conn.client_id, self._identity(conn).user)
         return Subscribed(position, recovered, replay, frames)
 
     async def unsubscribe(self, conn: Conn, channel: str) -> None:
@@ -379,14 +345,14 @@ class Node:
     def _drop(self, conn: Conn, channel: str) -> None:
         """``conn`` no longer wants ``channel``: its presence there leaves, and the broker
         subscription goes with the channel's last local subscriber."""
-        self._leave(conn, channel)
+        self.presence.leave(channel, conn.client_id)
         if self.hub.remove(channel, conn):
             self._release(channel)
 
     def _release(self, channel: str) -> None:
         """No local connection wants ``channel`` any more: stop receiving it from the broker."""
         self._broker_subs.pop(channel, None)
-        self._spawn(self.broker.unsubscribe(channel))
+        self._background.spawn(self.broker.unsubscribe(channel))
 
     # -- publishing, history, presence -------------------------------------------------------
 
@@ -429,44 +395,15 @@ class Node:
         self._check_read(conn, channel)
         return await self.broker.history(channel, limit=limit)
 
-    async def presence(self, conn: Conn, channel: str) -> list[bytes]:
+    async def presence_of(self, conn: Conn, channel: str) -> list[bytes]:
+        """Who is subscribed to ``channel`` on every node (``presence`` entries)."""
         self._check_read(conn, channel)
-        if not self._presence_enabled(channel):
+        if not self.presence.enabled(channel):
             raise BadRequest(
-                f"channel {channel!r} has no presence (PULLY_PRESENCE_CHANNELS: "
-                f"{', '.join(self.settings.presence_channels) or 'none'}; or the channel's "
-                "presence option)"
+                f"channel {channel!r} has no presence ({self.presence.describe_rule()}; or the "
+                "channel's presence option)"
             )
         return await self.broker.presence(channel)
-
-    def _presence_enabled(self, channel: str) -> bool:
-        """The channel's ``presence`` option when set, else ``PULLY_PRESENCE_CHANNELS``."""
-        presence = self.relationships.current.options_for(channel).presence
-        if presence is not None:
-            return presence
-        return any(fnmatch.fnmatchcase(channel, g) for g in self.settings.presence_channels)
-
-    def _join(self, conn: Conn, channel: str) -> None:
-        info = protocol.presence_info(conn.client_id, self._identity(conn).user)
-        self._present[(channel, conn.client_id)] = info
-        self._spawn(self.broker.presence_join(channel, conn.client_id, info))
-
-    def _leave(self, conn: Conn, channel: str) -> None:
-        info = self._present.pop((channel, conn.client_id), None)
-        if info is not None:
-            self._spawn(self.broker.presence_leave(channel, conn.client_id, info))
-
-    async def _refresh_presence_forever(self) -> None:
-        interval = self.settings.presence_ttl / 3
-        while True:
-            await asyncio.sleep(interval)
-            if not self._present:
-                continue
-            try:
-                entries = [(ch, client, info) for (ch, client), info in self._present.items()]
-                await self.broker.presence_refresh(entries)
-            except PullyError as exc:
-                logger.warning("presence refresh failed: %s", exc.message)
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -51,8 +51,12 @@ class FrameRejected(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class Since:
-    """A recovery position: the last offset the client saw in the epoch it saw it in."""
+class Position:
+    """Where a channel's offset sequence stands: an offset and the epoch it counts in.
+
+    One type for both directions: what a broker reports (the latest offset of a channel) and
+    what a client sends as ``since`` to recover (the last offset it saw, in the epoch it saw it
+    in). Defined here, beside the frames that carry it; ``broker.base`` re-exports it."""
 
     offset: int
     epoch: str
@@ -66,7 +70,7 @@ class Command:
     id: RequestId | None = None
     channel: str = ""
     data: bytes = b""  # publish: the JSON-encoded payload, ready for the broker
-    since: Since | None = None
+    since: Position | None = None
     limit: int | None = None
     token: str = ""  # refresh
 
@@ -155,14 +159,14 @@ def _nonneg_int(frame: dict[str, Any], field: str, where: str = "") -> int:
     return value
 
 
-def _since(raw: object) -> Since:
+def _since(raw: object) -> Position:
     if not isinstance(raw, dict):
         raise BadRequest('field \'since\' must be an object {"offset": N, "epoch": E}')
     offset = _nonneg_int(raw, "offset", "since.")
     epoch = raw.get("epoch")
     if not isinstance(epoch, str):
         raise BadRequest("field 'since.epoch' must be a string")
-    return Since(offset, epoch)
+    return Position(offset, epoch)
 
 
 def _too_large(size: int, limit: int) -> TooLarge:

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.iostream import IOStream, StreamClosedError
 
-from pully_tornado.handlers.framing import allowed_close_code, drop_unsent
 from pully_tornado.protocol import text_frame
+from pully_tornado.wsframes import allowed_close_code, drop_unsent
 
 from .rawws import BINARY, CLOSE, PING, PONG, TEXT, Frame, RawWebSocket, close_payload, frame
 from .support import ROOT, PullyProcess, wait_for
@@ -377,7 +377,7 @@ async def test_drop_unsent_keeps_whole_frames_and_fails_the_dropped_writes() -> 
 def test_an_unchecked_tornado_version_is_refused_at_import() -> None:
     code = (
         "import tornado; tornado.version_info = (7, 0, 0, 0); tornado.version = '7.0'\n"
-        "import pully_tornado.handlers.framing"
+        "import pully_tornado.wsframes"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from pully_tornado import protocol
-from pully_tornado.protocol import Command, FrameRejected, Since
+from pully_tornado.protocol import Command, FrameRejected, Position
 
 LIMIT = 1024
 
@@ -22,7 +22,7 @@ LIMIT = 1024
         ('{"type":"subscribe","channel":"chat","id":1}', Command("subscribe", 1, "chat")),
         (
             '{"type":"subscribe","channel":"a","since":{"offset":4,"epoch":"e1"}}',
-            Command("subscribe", None, "a", since=Since(4, "e1")),
+            Command("subscribe", None, "a", since=Position(4, "e1")),
         ),
         (
             '{"type":"unsubscribe","channel":"x:y.z@w/v=u-_"}',

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 
+from pully_tornado import config_values as values
+from pully_tornado.cli import main
+from pully_tornado.deploy.options import DEPLOY_OPTIONS, DeploySettings
 from pully_tornado.errors import ConfigError
 from pully_tornado.settings import OPTIONS, Settings
 
@@ -61,6 +65,8 @@ def test_every_setting_is_a_field_with_a_variable_and_a_flag() -> None:
         ({"PULLY_REDIS_URL": "http://x"}, "PULLY_REDIS_URL", "redis://"),
         ({"PULLY_REDIS_URL": "redis://"}, "PULLY_REDIS_URL", "host"),
         ({"PULLY_REDIS_URL": "redis://h:99999"}, "PULLY_REDIS_URL", "port"),
+        ({"PULLY_REDIS_URL": "redis+cluster://h:7000"}, "PULLY_REDIS_URL", "not supported yet"),
+        ({"PULLY_REDIS_URL": "redis+sentinel://h:26379"}, "PULLY_REDIS_URL", "not supported yet"),
         ({"PULLY_STORE": "ftp://x"}, "PULLY_STORE", "s3://"),
         ({"PULLY_FUNCTIONS_RUNTIME": "docker"}, "PULLY_FUNCTIONS_RUNTIME", "local, lambda"),
         ({"PULLY_LOG_LEVEL": "loud"}, "PULLY_LOG_LEVEL", "one of"),
@@ -117,3 +123,33 @@ def test_settings_are_frozen() -> None:
     s = Settings.load(environ={})
     with pytest.raises(AttributeError):
         s.port = 1  # type: ignore[misc]
+
+
+def test_field_defaults_are_the_parsed_option_defaults() -> None:
+    fields = Settings.__dataclass_fields__
+    for o in OPTIONS:
+        if o.field != "node_id":  # "" asks __post_init__ for a generated id
+            assert getattr(Settings(), o.field) == o.parse(o.default) == fields[o.field].default
+
+
+def test_a_default_written_on_a_field_fails_the_import() -> None:
+    class Stray:
+        __annotations__ = {o.field: "str" for o in OPTIONS}
+
+    for o in OPTIONS:
+        setattr(Stray, o.field, values.FROM_OPTIONS)
+    Stray.port = 8080  # type: ignore[attr-defined]
+    with pytest.raises(TypeError, match=r"Stray\.port: its default belongs in its option"):
+        values.defaults_from(OPTIONS)(Stray)
+    Stray.__annotations__ = {"extra": "str"}
+    with pytest.raises(TypeError, match="differ"):
+        values.defaults_from(OPTIONS)(Stray)
+
+
+def test_deploy_only_settings_are_not_the_nodes() -> None:
+    assert not {o.field for o in DEPLOY_OPTIONS} & set(Settings.__dataclass_fields__)
+    assert DeploySettings() == DeploySettings.load(environ={}) == DeploySettings("pully", None)
+    d = DeploySettings.load(environ={"PULLY_STACK": "chat"}, overrides={"lambda_role": "arn:r"})
+    assert (d.stack, d.lambda_role) == ("chat", "arn:r")
+    result = CliRunner().invoke(main, ["serve", "--stack", "chat"])
+    assert result.exit_code == 2 and "No such option '--stack'" in result.output

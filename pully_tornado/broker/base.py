@@ -9,20 +9,13 @@ the cluster, within one *epoch*) and hands it, as the finished ``message`` frame
 from __future__ import annotations
 
 import abc
-import random
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from ..protocol import Since
+from ..protocol import Position
 
-
-@dataclass(frozen=True, slots=True)
-class Position:
-    """Where a channel's offset sequence stands: the latest offset and the sequence's epoch."""
-
-    offset: int
-    epoch: str
+__all__ = ["Broker", "BrokerEvents", "History", "Position", "covered", "new_epoch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +31,7 @@ class History:
     covered: bool = False
 
 
-def covered(since: Since | None, position: Position, offsets: list[int]) -> bool:
+def covered(since: Position | None, position: Position, offsets: list[int]) -> bool:
     """Whether ``offsets`` (ascending, all after ``since``) hold everything after ``since``."""
     if since is None or since.epoch != position.epoch or since.offset > position.offset:
         return False
@@ -90,6 +83,12 @@ class Broker(abc.ABC):
 
     @property
     @abc.abstractmethod
+    def reconnects(self) -> int:
+        """Times the backend link came back after a loss, since :meth:`start` (``/metrics``);
+        0 for a broker with no link to lose (memory)."""
+
+    @property
+    @abc.abstractmethod
     def channel_count(self) -> int:
         """Channels this broker keeps state for in this process (``/metrics``): it must follow
         what is live here, not every channel name ever used."""
@@ -118,7 +117,7 @@ class Broker(abc.ABC):
 
     @abc.abstractmethod
     async def history(
-        self, channel: str, since: Since | None = None, limit: int | None = None
+        self, channel: str, since: Position | None = None, limit: int | None = None
     ) -> History:
         """Retained messages and the position, read atomically. With ``since``: the messages
         after it, and whether they cover everything since (see :class:`History`). Otherwise the
@@ -158,20 +157,3 @@ class Broker(abc.ABC):
 def new_epoch() -> str:
     """A fresh epoch id: it only has to differ from every earlier epoch of the channel."""
     return secrets.token_hex(4)
-
-
-class Backoff:
-    """Capped exponential backoff with jitter (each delay uniform in [cap/2, cap])."""
-
-    def __init__(self, base: float = 0.1, cap: float = 2.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-
-    def next(self) -> float:
-        ceiling = min(self.cap, self.base * (2**self.attempt))
-        self.attempt += 1
-        return random.uniform(ceiling / 2, ceiling)
-
-    def reset(self) -> None:
-        self.attempt = 0

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import time
 
 from .. import protocol
-from ..protocol import Since
 from ..settings import Settings
+from ..tasks import stop
 from .base import Broker, BrokerEvents, History, Position, covered, new_epoch
 
 
@@ -57,15 +56,16 @@ class MemoryBroker(Broker):
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        await stop(self._sweeper)
+        self._sweeper = None
 
     @property
     def connected(self) -> bool:
         return True
+
+    @property
+    def reconnects(self) -> int:
+        return 0
 
     @property
     def channel_count(self) -> int:
@@ -110,7 +110,7 @@ class MemoryBroker(Broker):
         return Position(ch.offset, ch.epoch)
 
     async def history(
-        self, channel: str, since: Since | None = None, limit: int | None = None
+        self, channel: str, since: Position | None = None, limit: int | None = None
     ) -> History:
         if channel not in self._channels:  # nobody uses it: answer without keeping anything
             position = Position(0, self._fresh_epoch)

@@ -32,7 +32,6 @@ outage (to answer ``unavailable``, report ``/healthz`` and let the node recover 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import time
@@ -42,10 +41,11 @@ from typing import Any
 import hiredis
 
 from .. import protocol
+from ..backoff import Backoff
 from ..errors import Unavailable
-from ..protocol import Since
 from ..settings import Settings
-from .base import Backoff, Broker, BrokerEvents, History, Position, covered, new_epoch
+from ..tasks import stop
+from .base import Broker, BrokerEvents, History, Position, covered, new_epoch
 from .resp import CommandLink, Link, LinkDown, RedisReplyError, open_link
 
 logger = logging.getLogger("pully.broker.redis")
@@ -184,7 +184,7 @@ class RedisBroker(Broker):
         self._task: asyncio.Task[None] | None = None
         self._ever_connected = False
         self._closing = False
-        self.reconnects = 0
+        self._reconnects = 0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,11 +193,8 @@ class RedisBroker(Broker):
         self._task = asyncio.create_task(self._run_forever(), name="pully-redis-subscriber")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await stop(self._task)
+        self._task = None
         self._closing = True
         self._drop_link(Unavailable("broker closed"))
         await self._commands.close()
@@ -205,6 +202,10 @@ class RedisBroker(Broker):
     @property
     def connected(self) -> bool:
         return self._link is not None
+
+    @property
+    def reconnects(self) -> int:
+        return self._reconnects
 
     @property
     def channel_count(self) -> int:
@@ -239,7 +240,7 @@ class RedisBroker(Broker):
         return Position(int(offset), epoch.decode())
 
     async def history(
-        self, channel: str, since: Since | None = None, limit: int | None = None
+        self, channel: str, since: Position | None = None, limit: int | None = None
     ) -> History:
         args = [
             new_epoch(), self._meta_ttl,
@@ -329,26 +330,24 @@ class RedisBroker(Broker):
 
     async def _run_forever(self) -> None:
         backoff = Backoff(base=0.05, cap=2.0)
+        attempt = 0  # reconnects since the last link came up
         while True:
             try:
                 link = await open_link(self._url)
-                backoff.reset()
+                attempt = 0
                 await self._serve(link)
             except asyncio.CancelledError:
                 raise
             except (LinkDown, RedisReplyError, OSError, TimeoutError, EOFError) as exc:
-                log = (
-                    logger.warning
-                    if self._link is not None or backoff.attempt == 0
-                    else logger.debug
-                )
+                log = logger.warning if self._link is not None or attempt == 0 else logger.debug
                 log("redis subscriber link down (%s); reconnecting", exc or type(exc).__name__)
             except Exception:
                 logger.exception("redis subscriber failed; reconnecting")
             self._drop_link(Unavailable("redis connection lost"))
             # the command connection to the lost server is stale too: reconnect it on next use
             self._commands.reset()
-            await asyncio.sleep(backoff.next())
+            await asyncio.sleep(backoff.delay(attempt))
+            attempt += 1
 
     async def _serve(self, link: Link) -> None:
         """Resubscribe everything on a fresh link, then read it until it fails."""
@@ -357,7 +356,7 @@ class RedisBroker(Broker):
             link.send(b"SUBSCRIBE", *wanted[i : i + RESUBSCRIBE_BATCH])
         self._link = link
         if self._ever_connected:
-            self.reconnects += 1
+            self._reconnects += 1
             logger.info("redis subscriber reconnected; %d channels resubscribed", len(wanted))
         self._ever_connected = True
         assert self._events is not None

@@ -23,6 +23,8 @@ from typing import Any
 import hiredis
 from redis.asyncio.connection import parse_url
 
+from ..tasks import stop
+
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 5.0  # seconds for a reply before the link is dropped
 
@@ -89,15 +91,33 @@ class Link:
         with contextlib.suppress(Exception):
             self.writer.close()
 
+    async def wait_closed(self, timeout: float = 1.0) -> None:
+        """After :meth:`close`: wait until the socket is really closed (a TLS close waits for
+        the server's close_notify), aborting it after ``timeout`` (a hung Redis). Never raises
+        but for cancellation."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self.writer.wait_closed()
+        except Exception:
+            self.writer.transport.abort()
+
 
 async def open_link(url: str) -> Link:
-    """Connect to ``url`` (redis://, rediss://, unix://), AUTH, SELECT its db, PING."""
+    """Connect to ``url`` (redis://, rediss://, unix://), AUTH, SELECT its db, PING.
+
+    ``rediss://`` verifies the server against the system trust store, or against the CA file
+    given as ``?ssl_ca_certs=PATH``."""
     params: dict[str, Any] = dict(parse_url(url))
     async with asyncio.timeout(CONNECT_TIMEOUT):
         if "path" in params:
             reader, writer = await asyncio.open_unix_connection(params["path"])
         else:
-            tls = ssl.create_default_context() if url.startswith("rediss:") else None
+            # ssl_ca_certs: a private CA named in the URL, as redis-py's own client reads it
+            tls = (
+                ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
+                if url.startswith("rediss:")
+                else None
+            )
             reader, writer = await asyncio.open_connection(
                 params.get("host", "localhost"), params.get("port", 6379), ssl=tls
             )
@@ -203,8 +223,10 @@ class CommandLink:
             self._drop(self._link, "reset")
 
     async def close(self) -> None:
-        reader = self._reader
+        """Drop the connection (pending calls fail with :class:`LinkDown`) and wait until it is
+        closed; a later call would connect again."""
+        link, reader = self._link, self._reader
         self.reset()
-        if reader is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        await stop(reader)
+        if link is not None:
+            await link.wait_closed()

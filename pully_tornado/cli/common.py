@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 from rich.table import Table
 from rich.text import Text
 
+from ..deploy.options import DEPLOY_OPTIONS, DeploySettings
 from ..errors import ConfigError, PullyError
 from ..settings import OPTIONS, Settings
 from .config import ProjectConfig
@@ -105,10 +106,11 @@ def state() -> State:
 
 
 def settings_options(*fields: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """One flag per setting (``--port`` for ``PULLY_PORT``...), every setting unless ``fields``
-    names some; values stay raw strings so that :meth:`Settings.load` parses flags and
-    environment alike and names the culprit."""
-    chosen = [o for o in OPTIONS if not fields or o.field in fields]
+    """One flag per setting (``--port`` for ``PULLY_PORT``...): every node setting (OPTIONS)
+    unless ``fields`` names some, of the node's or the deploy-only ones (DEPLOY_OPTIONS).
+    Values stay raw strings so that :meth:`Settings.load` parses flags and environment alike
+    and names the culprit."""
+    chosen = [o for o in (*OPTIONS, *DEPLOY_OPTIONS) if o.field in fields] if fields else OPTIONS
 
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         for opt in reversed(chosen):
@@ -130,13 +132,27 @@ def load_settings(flags: dict[str, Any], aws: bool = False) -> Settings:
     from boto's own resolution (``AWS_DEFAULT_REGION``, the profile) before the default, so
     that ``aws configure`` users deploy where they expect. Raises :class:`ConfigError` naming
     the variable, flag or file key."""
-    raw = {k: (("true" if v else "false") if isinstance(v, bool) else v) for k, v in flags.items()}
-    environ = {**state().project.environ, **os.environ}
+    raw = _raw(flags)
+    environ = _environ()
     if aws and "AWS_REGION" not in environ and raw.get("aws_region") is None:
         region = _boto_region()
         if region:
             environ["AWS_REGION"] = region
     return Settings.load(environ, overrides=raw)
+
+
+def load_deploy_settings(flags: dict[str, Any]) -> DeploySettings:
+    """The deploy-only settings (``stack``, ``lambda_role``) from ``flags``, the environment
+    and pully.toml, in the same order as :func:`load_settings`."""
+    return DeploySettings.load(_environ(), overrides=_raw(flags))
+
+
+def _raw(flags: dict[str, Any]) -> dict[str, Any]:
+    return {k: (("true" if v else "false") if isinstance(v, bool) else v) for k, v in flags.items()}
+
+
+def _environ() -> dict[str, str]:
+    return {**state().project.environ, **os.environ}
 
 
 def _boto_region() -> str | None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..deploy.options import DEPLOY_OPTIONS
 from ..errors import ConfigError
 from ..settings import OPTIONS
 
@@ -39,7 +40,7 @@ SECTIONS: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
     "relationships": {"file": str, "url": str},
 }  # fmt: skip
-_OPTIONS = {o.field: o for o in OPTIONS}
+_OPTIONS = {o.field: o for o in (*OPTIONS, *DEPLOY_OPTIONS)}
 
 
 @dataclass(frozen=True)

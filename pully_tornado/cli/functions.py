@@ -19,6 +19,7 @@ from .common import (
     action_text,
     console,
     fail,
+    load_deploy_settings,
     load_settings,
     progress_bar,
     settings_options,
@@ -66,9 +67,10 @@ def _functions(flags: dict[str, Any]) -> Functions:
     from ..deploy.functions import Functions
 
     s = load_settings(flags, aws=True)
+    d = load_deploy_settings(flags)
     return Functions(
-        Aws.from_settings(s), Path(s.functions_dir), s.lambda_prefix, s.s3_bucket, s.lambda_role,
-        s.stack,
+        Aws.from_settings(s), Path(s.functions_dir), s.lambda_prefix, s.s3_bucket, d.lambda_role,
+        d.stack,
     )  # fmt: skip
 
 

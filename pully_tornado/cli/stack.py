@@ -14,6 +14,7 @@ from .common import (
     AWS_FIELDS,
     action_text,
     console,
+    load_deploy_settings,
     load_settings,
     progress_bar,
     settings_options,
@@ -50,7 +51,7 @@ def _stack(flags: dict[str, Any], options: dict[str, Any] | None = None) -> Stac
         subnets = [s.strip() for s in subnets.split(",") if s.strip()]
     templates = pick("templates")
     config = StackConfig(
-        stack=settings.stack,
+        stack=load_deploy_settings(flags).stack,
         region=settings.aws_region,
         bucket=settings.s3_bucket,
         templates=find(Path(templates) if templates else None, Path.cwd()),

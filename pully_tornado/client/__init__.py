@@ -11,7 +11,7 @@ Needs only ``websockets`` (not Tornado)::
 See ``docs/clients.md`` for the whole API and the reconnect and recovery semantics.
 """
 
-from .backoff import Backoff
+from ..backoff import Backoff
 from .client import Pully
 from .errors import (
     AlreadySubscribed,

@@ -1,9 +1,10 @@
 """The Pully client: one logical connection that survives drops, and the commands of protocol v1.
 
 Lifecycle: :meth:`Pully.connect` starts a background task that connects, and reconnects after
-every drop with full-jitter exponential backoff (:class:`~.backoff.Backoff`), rotating through
-the configured URLs. Each new connection first resubscribes every channel with ``since`` = the
-last position seen, so the node replays what was missed (``recovered: true``) or says it cannot
+every drop with full-jitter exponential backoff (:class:`~pully_tornado.backoff.Backoff`),
+rotating through the configured URLs. Each new connection first resubscribes every channel
+with ``since`` = the last position seen, so the node replays what was missed
+(``recovered: true``) or says it cannot
 (``recovered: false``, surfaced as the ``recovery_failed`` event); only then are waiting commands
 released. The client stops for good only on :meth:`Pully.close` or a handshake refused with 401
 or 403 (a token provider turns a 401 into another attempt with a fresh token). With a token
@@ -19,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal
 
-from .backoff import Backoff
+from ..backoff import Backoff
 from .connection import Connection, ws_url
 from .emitter import Emitter
 from .errors import (

@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from .backoff import Backoff
+from ..backoff import Backoff
 from .connection import Connection
 from .emitter import Emitter
 from .errors import ConnectionLost, PullyClientError, RateLimited, Unavailable, server_error

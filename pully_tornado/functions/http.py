@@ -9,6 +9,10 @@ from typing import Any
 import orjson
 import tornado.httpclient
 
+# The default AsyncHTTPClient (not configured otherwise anywhere) is simple_httpclient, which
+# raises this subclass of HTTPClientError for both connect and request timeouts.
+from tornado.simple_httpclient import HTTPTimeoutError
+
 from ..relationships import FunctionSpec
 from .base import FunctionError, Runtime
 
@@ -27,9 +31,9 @@ class HttpRuntime(Runtime):
         client = tornado.httpclient.AsyncHTTPClient()
         try:
             response = await client.fetch(request, raise_error=False)
-        except tornado.httpclient.HTTPClientError as exc:  # 599: timeouts, resets
-            if "Timeout" in type(exc).__name__ or "Timeout" in str(exc):
-                raise FunctionError(f"timed out after {spec.timeout:g}s ({spec.url})") from None
+        except HTTPTimeoutError:  # connect_timeout or request_timeout passed (code 599)
+            raise FunctionError(f"timed out after {spec.timeout:g}s ({spec.url})") from None
+        except tornado.httpclient.HTTPClientError as exc:  # other 599s: resets, closed streams
             raise FunctionError(f"{spec.url} unreachable: {exc}") from None
         except OSError as exc:
             raise FunctionError(f"{spec.url} unreachable: {exc}") from None

@@ -27,10 +27,11 @@ from ..errors import (
 from ..limits import TokenBucket
 from ..logs import events
 from ..node import Node
+from ..outbox import Outbox
 from ..protocol import Command, FrameRejected
+from ..wsframes import ChunkedProtocol, chunked_protocol
 from . import guards
 from .base import error_body
-from .framing import ChunkedProtocol, chunked_protocol
 
 logger = logging.getLogger("pully.ws")
 
@@ -50,8 +51,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
     client_id: str
     channels: set[str]
 
-    def initialize(self, node: Node) -> None:
+    def initialize(self, node: Node, outbox: Outbox) -> None:
         self.node = node
+        self.outbox = outbox  # frames queued here are written once at the end of the tick
         self.channels = set()
         self.client_id = ""
         self._identity: Identity = ANONYMOUS
@@ -201,7 +203,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             out.append(frame)
         elif self._stream_out is not None:
             self._out = [frame]
-            self.node.hub.outbox.add(self)
+            self.outbox.add(self)
 
     def write_pending(self) -> None:
         """Write the queued frames: straight to the socket when Tornado has nothing pending
@@ -346,7 +348,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.send(protocol.reply("unsubscribed", cmd.id, channel=cmd.channel))
 
     async def _on_presence(self, cmd: Command) -> None:
-        entries = await self.node.presence(self, cmd.channel)
+        entries = await self.node.presence_of(self, cmd.channel)
         self.send(protocol.presence_reply(cmd.id, cmd.channel, entries))
 
     async def _on_history(self, cmd: Command) -> None:

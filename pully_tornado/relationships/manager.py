@@ -20,8 +20,9 @@ from typing import Any
 
 import orjson
 
-from ..broker.base import Backoff
+from ..backoff import Backoff
 from ..errors import PullyError, Unavailable
+from ..tasks import stop
 from .schema import EMPTY, Relationships, digest
 from .store import Store, Stored
 
@@ -88,10 +89,8 @@ class RelationshipsManager:
         self._task = asyncio.create_task(self._forever(), name="pully-relationships")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await stop(self._task)
+        self._task = None
         await self.store.close()
 
     def reload_soon(self) -> None:
@@ -192,11 +191,12 @@ class RelationshipsManager:
 
     async def _forever(self) -> None:
         backoff = Backoff(base=0.2, cap=10.0)
+        attempt = 0  # failed reloads since the last good one
         while True:
             try:
                 if self.version is None or self.error is not None or self._wanted.is_set():
                     await self.load()
-                    backoff.reset()
+                    attempt = 0
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(POLL_INTERVAL):
                         await self._wanted.wait()
@@ -207,7 +207,8 @@ class RelationshipsManager:
                         self._wanted.set()
             except PullyError as exc:
                 self.error = exc.message
-                delay = backoff.next()
+                delay = backoff.delay(attempt)
+                attempt += 1
                 logger.warning(
                     "relationships reload failed (%s); keeping version %s, retrying in %.1fs",
                     exc.message, self.version, delay,

@@ -1,5 +1,9 @@
 """Full-jitter exponential backoff (AWS Architecture Blog, "Exponential Backoff And Jitter").
 
+The one backoff of Pully: the server's reconnect and reload loops (Redis subscriber,
+relationships manager) and the Python client's reconnects all use it, each with its own
+``base`` and ``cap``. Pure stdlib, so the client package imports it without Tornado.
+
 The n-th retry (n = 0, 1, 2, ...) waits a uniformly random time in ``[0, min(cap, base * 2**n)]``:
 clients that lost the same node at the same moment spread their reconnects over the window
 instead of arriving together.
@@ -16,7 +20,8 @@ _MAX_EXPONENT = 62  # 2**62 * any sane base is past every cap; avoids float over
 
 @dataclass(frozen=True)
 class Backoff:
-    """Reconnect delays: ``base`` seconds doubling per attempt, never above ``cap``.
+    """Retry delays: ``base`` seconds doubling per attempt, never above ``cap``. Stateless:
+    the caller counts its attempts (0 for the first retry, back to 0 after a success).
 
     ``rng`` returns a float in ``[0, 1)``; it is ``random.random`` unless a test fixes it.
     Raises ``ValueError`` for a negative base or a cap below the base.
