@@ -174,3 +174,11 @@ def test_text_frames_use_the_right_length_encoding(size: int) -> None:
     first, body = _parse_frame(protocol.text_frame(payload))
     assert first == 0x81  # FIN + text
     assert body == payload
+
+
+def test_every_command_has_one_handler() -> None:
+    """The WebSocket handler dispatches from a dict: each command of the protocol has an entry
+    (``ping`` is answered before dispatch), and nothing else does."""
+    from pully_tornado.handlers.websocket import _COMMANDS
+
+    assert set(_COMMANDS) == set(protocol.COMMANDS) - {"ping"}

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -312,8 +313,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     async def _handle(self, cmd: Command) -> None:
         try:
-            handler = getattr(self, "_on_" + cmd.type)
-            await handler(cmd)
+            await _COMMANDS[cmd.type](self, cmd)
         except PullyError as exc:
             self.send(protocol.error(cmd.id, exc))
         except Exception:
@@ -374,3 +374,14 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.send(protocol.reply("refreshed", cmd.id, user=identity.user, expires=identity.expires))
         for channel in revoked:  # the new token no longer allows these
             self.send(protocol.unsubscribed(channel, "forbidden"))
+
+
+# One entry per command that reaches ``_handle`` (``ping`` is answered in ``on_message``).
+_COMMANDS: dict[str, Callable[[WebSocketHandler, Command], Awaitable[None]]] = {
+    "publish": WebSocketHandler._on_publish,
+    "subscribe": WebSocketHandler._on_subscribe,
+    "unsubscribe": WebSocketHandler._on_unsubscribe,
+    "presence": WebSocketHandler._on_presence,
+    "history": WebSocketHandler._on_history,
+    "refresh": WebSocketHandler._on_refresh,
+}
