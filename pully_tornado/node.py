@@ -26,7 +26,8 @@ from .metrics import Metrics
 from .presence import Presence
 from .relationships import Relationships
 from .relationships.manager import RelationshipsManager
-from .relationships.store import Store, create_store
+from .relationships.store import Store
+from .relationships.stores import create_store
 from .settings import Settings
 from .tasks import Background
 

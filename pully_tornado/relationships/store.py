@@ -1,4 +1,5 @@
-"""Where the relationships document lives: one interface, chosen by ``PULLY_STORE``'s scheme.
+"""Where the relationships document lives: the interface (``stores.create_store`` picks an
+implementation by ``PULLY_STORE``'s scheme).
 
 Every node of a cluster must read the same store: a file is per machine, so in cluster mode
 the default is the cluster's Redis (``redis``), and a ``file://`` store set there by hand is
@@ -10,9 +11,7 @@ import abc
 import logging
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
-from ..settings import Settings
 from .schema import Relationships
 
 logger = logging.getLogger("pully.relationships")
@@ -52,31 +51,3 @@ class Store(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - most stores hold nothing to release
         """Release connections. Idempotent."""
-
-
-def create_store(settings: Settings) -> Store:
-    """``PULLY_STORE`` (:attr:`Settings.store_url`): ``file://PATH``, ``s3://BUCKET/KEY``,
-    ``redis`` (the cluster's Redis) or a ``redis://`` URL; boto3 is imported only when used."""
-    url = settings.store_url
-    parts = urlsplit(url)
-    if parts.scheme == "s3":
-        from .s3 import S3Store
-
-        return S3Store(parts.netloc, parts.path.lstrip("/") or "relationships.json", settings)
-    if url == "redis" or parts.scheme in ("redis", "rediss", "unix"):
-        from .redis import RedisStore
-
-        redis_url = settings.redis_url if url == "redis" else url
-        assert redis_url, "Settings refuses PULLY_STORE=redis without PULLY_REDIS_URL"
-        return RedisStore(redis_url)
-    from .file import FileStore
-
-    if settings.mode == "cluster":
-        logger.warning(
-            "PULLY_STORE=%s is a file on this machine, but this node runs in cluster mode: "
-            "nodes with their own files run different documents under the same version. Use "
-            "PULLY_STORE=redis (the cluster default when PULLY_STORE is unset) or s3://; "
-            '/healthz reports "split": true when nodes disagree',
-            url,
-        )
-    return FileStore(parts.netloc + parts.path)
