@@ -19,8 +19,10 @@ it is *fresh* until the cursor passes that position, and is not sent what it alr
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from typing import Protocol
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from .protocol import Position, text_frame
 
@@ -56,7 +58,9 @@ class Arrival(enum.Enum):
 
 
 class Channel:
-    __slots__ = ("epoch", "fresh", "live", "offset", "pending", "recovering", "snapshot")
+    __slots__ = (
+        "broker_sub", "epoch", "fresh", "live", "offset", "pending", "recovering", "snapshot",
+    )  # fmt: skip
 
     def __init__(self) -> None:
         self.live: dict[Conn, None] = {}  # an insertion-ordered set
@@ -67,6 +71,9 @@ class Channel:
         self.offset = 0
         # while the node fills a gap from history: publications held back, in arrival order
         self.recovering: list[tuple[int, str, bytes]] | None = None
+        # this node's one broker subscription to the channel: it lives as long as the record,
+        # that is while any local connection is subscribed or subscribing
+        self.broker_sub: asyncio.Future[None] | None = None
 
     def subscribers(self) -> tuple[Conn, ...]:
         subscribers = self.snapshot
@@ -135,6 +142,20 @@ class Hub:
             return False
         del self.channels[channel]
         return True
+
+    def broker_subscription(
+        self, channel: str, subscribe: Callable[[str], Coroutine[Any, Any, None]]
+    ) -> asyncio.Future[None]:
+        """The channel's one broker subscription here, started with ``subscribe`` by the first
+        local subscriber (or again after one that failed); concurrent subscribers share it. The
+        channel must have a pending or live subscriber (:meth:`add_pending` first); the caller
+        unsubscribes in the broker when :meth:`remove` says the channel is gone."""
+        ch = self.channels[channel]
+        sub = ch.broker_sub
+        if sub is None or (sub.done() and (sub.cancelled() or sub.exception() is not None)):
+            sub = ch.broker_sub = asyncio.ensure_future(subscribe(channel))
+            sub.add_done_callback(_retrieve)
+        return sub
 
     def names(self) -> list[str]:
         return list(self.channels)
@@ -229,3 +250,9 @@ class Hub:
             frame = text_frame(payload)
             for conn in ch.subscribers():
                 conn.write_frame(frame)
+
+
+def _retrieve(fut: asyncio.Future[None]) -> None:
+    """Mark a broker subscription's failure as seen (its subscribers get it from awaiting)."""
+    if not fut.cancelled():
+        fut.exception()

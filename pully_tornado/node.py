@@ -82,7 +82,6 @@ class Node:
         self.publishes: collections.Counter[str] = collections.Counter()
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.connections: dict[Conn, Identity] = {}
-        self._broker_subs: dict[str, asyncio.Future[None]] = {}
         self._connections_gone = asyncio.Event()
         self._broker_was_up = False
         self.started_at = time.time()
@@ -304,13 +303,7 @@ class Node:
         self.hub.add_pending(channel, conn)
         conn.channels.add(channel)
         try:
-            sub = self._broker_subs.get(channel)
-            if sub is None or (sub.done() and (sub.cancelled() or sub.exception() is not None)):
-                sub = self._broker_subs[channel] = asyncio.ensure_future(
-                    self.broker.subscribe(channel)
-                )
-                sub.add_done_callback(_retrieve)
-            await asyncio.shield(sub)
+            await asyncio.shield(self.hub.broker_subscription(channel, self.broker.subscribe))
             history = await self.broker.history(channel, since=since, limit=0)
         except BaseException:
             conn.channels.discard(channel)
@@ -352,7 +345,6 @@ class Node:
 
     def _release(self, channel: str) -> None:
         """No local connection wants ``channel`` any more: stop receiving it from the broker."""
-        self._broker_subs.pop(channel, None)
         self._background.spawn(self.broker.unsubscribe(channel))
 
     # -- publishing, history, presence -------------------------------------------------------
@@ -429,11 +421,6 @@ class Node:
             "relationships": relationships,
             "uptime": round(time.time() - self.started_at, 3),
         }
-
-
-def _retrieve(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _following(position: Position, messages: list[tuple[int, str, bytes]]) -> int:
