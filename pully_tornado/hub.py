@@ -31,7 +31,6 @@ class Conn(Protocol):
     """A client connection as the hub and node see it."""
 
     client_id: str
-    channels: set[str]
 
     def write_frame(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame; never raises, never blocks."""
@@ -85,6 +84,7 @@ class Channel:
 class Hub:
     def __init__(self) -> None:
         self.channels: dict[str, Channel] = {}
+        self._of: dict[Conn, set[str]] = {}  # each connection's channels, pending or live
         self.subscriptions = 0
         self.deliveries = 0  # messages written to live subscribers (for /metrics)
 
@@ -98,6 +98,13 @@ class Hub:
         ch = self.channels.get(channel)
         return ch is not None and conn in ch.live
 
+    def channels_of(self, conn: Conn) -> frozenset[str]:
+        """The channels ``conn`` is subscribed or subscribing to."""
+        return frozenset(self._of.get(conn, ()))
+
+    def count_of(self, conn: Conn) -> int:
+        return len(self._of.get(conn, ()))
+
     def add_pending(self, channel: str, conn: Conn) -> bool:
         """Buffer ``channel``'s publications for ``conn``; True if the channel is new here."""
         ch = self.channels.get(channel)
@@ -105,6 +112,7 @@ class Hub:
         if ch is None:
             ch = self.channels[channel] = Channel()
         ch.pending[conn] = []
+        self._of.setdefault(conn, set()).add(channel)
         return new
 
     def activate(
@@ -130,6 +138,11 @@ class Hub:
 
     def remove(self, channel: str, conn: Conn) -> bool:
         """Forget ``conn`` on ``channel``; True if no local connection wants the channel now."""
+        mine = self._of.get(conn)
+        if mine is not None:
+            mine.discard(channel)
+            if not mine:
+                del self._of[conn]
         ch = self.channels.get(channel)
         if ch is None:
             return False

@@ -18,7 +18,9 @@ from prometheus_client.registry import Collector
 from .broker.base import Broker
 from .hub import Hub
 from .listener import Listener
+from .publishing import Publisher
 from .relationships.manager import RelationshipsManager
+from .subscriptions import Subscriptions
 
 
 class Observed(Protocol):
@@ -36,13 +38,11 @@ class Observed(Protocol):
     @property
     def relationships(self) -> RelationshipsManager: ...
     @property
-    def publishes(self) -> collections.Counter[str]: ...
+    def publisher(self) -> Publisher: ...
+    @property
+    def subscriptions(self) -> Subscriptions: ...
     @property
     def disconnects(self) -> collections.Counter[str]: ...
-    @property
-    def gaps_filled(self) -> int: ...
-    @property
-    def insufficient_states(self) -> int: ...
 
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -81,7 +81,7 @@ class NodeCollector(Collector):
         publishes = CounterMetricFamily(
             "pully_publishes", "Publishes handled by this node", labels=["result"]
         )
-        for result, count in node.publishes.items():
+        for result, count in node.publisher.results.items():
             publishes.add_metric([result], count)
         yield publishes
         yield CounterMetricFamily(
@@ -99,12 +99,12 @@ class NodeCollector(Collector):
         )  # fmt: skip
         yield CounterMetricFamily(
             "pully_gaps_filled", "Messages this node recovered from history after a gap",
-            value=node.gaps_filled,
+            value=node.subscriptions.gaps_filled,
         )  # fmt: skip
         yield CounterMetricFamily(
             "pully_insufficient_state", "Subscriptions this node ended with reason "
             "insufficient_state: it could not vouch that they got every message",
-            value=node.insufficient_states,
+            value=node.subscriptions.insufficient_states,
         )  # fmt: skip
         pauses = CounterMetricFamily(
             "pully_accept_pauses", "Times accepting paused as accept() failed (EMFILE: out of "

@@ -8,51 +8,31 @@ import collections
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from . import __version__, protocol
 from .auth import ANONYMOUS, Identity
-from .broker import Broker, Position, create_broker
+from .broker import Broker, create_broker
 from .broker.base import History
-from .errors import BadRequest, Forbidden, PullyError, RateLimited, TooLarge
+from .errors import BadRequest, Forbidden
 from .functions.pipeline import Pipeline
-from .hub import Arrival, Channel, Conn, Hub
+from .hub import Conn, Hub
 from .keepalive import KeepAlive
 from .listener import Listener
 from .metrics import Metrics
 from .presence import Presence
+from .publishing import Publisher
 from .relationships import Relationships
 from .relationships.manager import RelationshipsManager
 from .relationships.store import Store
 from .relationships.stores import create_store
 from .settings import Settings
+from .subscriptions import Subscriptions
 from .tasks import Background
 
 logger = logging.getLogger("pully.node")
-
-
-@dataclass(frozen=True, slots=True)
-class Subscribed:
-    """Result of :meth:`Node.subscribe`. The caller sends, in this order and without awaiting
-    anything in between: ``replay`` (recovered messages), the ``subscribed`` reply, ``backlog``
-    (what arrived during set-up; ending with an ``unsubscribed`` frame if that has a hole)."""
-
-    position: Position
-    recovered: bool | None = None  # None: no recovery was asked for
-    replay: list[bytes] = field(default_factory=list)
-    backlog: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    position: Position | None  # None when a function dropped the message
-
-    @property
-    def dropped(self) -> bool:
-        return self.position is None
 
 
 class Node:
@@ -79,15 +59,20 @@ class Node:
             self.broker, self.relationships, settings.presence_channels, settings.presence_ttl,
             self._background.spawn,
         )  # fmt: skip
-        self.publishes: collections.Counter[str] = collections.Counter()
+        self.subscriptions = Subscriptions(
+            self.hub, self.broker, self.presence, self._background, self.identity,
+            settings.max_subscriptions,
+        )  # fmt: skip
+        self.publisher = Publisher(
+            self.broker, self.relationships, self.pipeline, self.identity,
+            settings.max_message_bytes,
+        )  # fmt: skip
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.connections: dict[Conn, Identity] = {}
         self._connections_gone = asyncio.Event()
         self._broker_was_up = False
         self.started_at = time.time()
         self.draining = False
-        self.gaps_filled = 0
-        self.insufficient_states = 0  # subscriptions ended with reason insufficient_state
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -144,14 +129,7 @@ class Node:
     # -- broker events -----------------------------------------------------------------------
 
     def on_publication(self, channel: str, offset: int, epoch: str, payload: bytes) -> None:
-        arrival = self.hub.receive(channel, offset, epoch, payload)
-        if arrival is Arrival.GAP:  # the hub holds the channel's publications meanwhile
-            ch = self.hub.holding(channel)
-            assert ch is not None
-            self._background.spawn(self._recover_channel(channel, ch))
-        elif arrival is Arrival.NEW_EPOCH:  # the sequence they follow ended: its end may be lost
-            self._end_subscriptions(channel, f"its epoch changed to {epoch}")
-            self.on_publication(channel, offset, epoch, payload)  # for subscribers setting up
+        self.subscriptions.on_publication(channel, offset, epoch, payload)
 
     def on_presence(self, channel: str, payload: bytes) -> None:
         self.hub.deliver_event(channel, payload)
@@ -176,64 +154,9 @@ class Node:
             return
         logger.info("broker %s connected", self.broker.kind)
         if self._broker_was_up:  # publications and reloads may have been missed while down
-            self._check_all_channels()
+            self.subscriptions.check_all_channels()
             self.relationships.reload_soon()
         self._broker_was_up = True
-
-    # -- gap filling ---------------------------------------------------------------------------
-
-    async def _recover_channel(self, channel: str, ch: Channel) -> None:
-        """Deliver what history holds after the cursor of ``channel`` (held by the hub as ``ch``),
-        then the publications held meanwhile. When history does not hold all of it (trimmed,
-        expired, another epoch, or unreadable), the channel's subscribers here are ended instead
-        (:meth:`_end_subscriptions`)."""
-        since = self.hub.cursor(ch)
-        try:
-            history: History | None = await self.broker.history(channel, since=since)
-        except PullyError as exc:
-            logger.warning("could not fill a gap on %s from history: %s", channel, exc.message)
-            history = None
-        held = self.hub.release(ch)
-        if not self.hub.is_current(channel, ch):
-            return  # everyone left meanwhile
-        if self.hub.cursor(ch) != since:
-            pass  # everyone it was for left; those live now got their position from the broker
-        elif history is None or not history.covered:
-            self._end_subscriptions(channel, "history does not hold all this node missed")
-        else:
-            for offset, payload in zip(history.offsets, history.messages, strict=True):
-                self.hub.deliver(ch, offset, since.epoch, payload)
-                self.gaps_filled += 1
-        for message in held:  # for subscribers still setting up, if the live ones were ended
-            self.on_publication(channel, *message)
-
-    def _end_subscriptions(self, channel: str, why: str) -> None:
-        """This node cannot vouch that its live subscribers of ``channel`` got every message
-        after its cursor: rather than let them see a jump (or a new epoch), it drops their
-        subscriptions and tells each ``unsubscribed`` with ``reason: insufficient_state`` and
-        ``resubscribe: true``. Their clients subscribe again with ``since`` at once, and that
-        answer says truthfully whether the gap was recovered (Centrifugo's "insufficient
-        state"). Subscribers still setting up are kept: their position comes from the broker."""
-        subscribers = self.hub.live(channel)
-        if not subscribers:
-            return
-        logger.warning(
-            "channel %s: %s; its %d subscribers here are told to resubscribe "
-            "(insufficient_state)", channel, why, len(subscribers),
-        )  # fmt: skip
-        frame = protocol.text_frame(protocol.insufficient_state(channel))
-        for conn in subscribers:
-            conn.write_frame(frame)
-            conn.channels.discard(channel)
-            self._drop(conn, channel)
-        self.insufficient_states += len(subscribers)
-
-    def _check_all_channels(self) -> None:
-        """After a broker outage: catch up every channel with live subscribers here."""
-        for channel in self.hub.names():
-            ch = self.hub.hold(channel)
-            if ch is not None:
-                self._background.spawn(self._recover_channel(channel, ch))
 
     # -- relationships -------------------------------------------------------------------------
 
@@ -260,137 +183,29 @@ class Node:
         if self.connections.get(conn, identity).user != identity.user:
             raise Forbidden("a refreshed token must be for the same user")
         self.connections[conn] = identity
-        revoked = sorted(c for c in conn.channels if not identity.may_subscribe(c))
-        for channel in revoked:
-            conn.channels.discard(channel)
-            self._drop(conn, channel)
-        return revoked
+        return self.subscriptions.revoke(conn, identity)
 
     def unregister(self, conn: Conn) -> None:
         """Forget a closed connection and all its subscriptions."""
         if self.connections.pop(conn, None) is None:
             return
         self.keepalive.remove(conn)
-        for channel in conn.channels:
-            self._drop(conn, channel)
-        conn.channels.clear()
+        self.subscriptions.drop_all(conn)
         if not self.connections:
             self._connections_gone.set()
 
-    def _identity(self, conn: Conn | None) -> Identity:
+    def identity(self, conn: Conn | None) -> Identity:
         return ANONYMOUS if conn is None else self.connections.get(conn, ANONYMOUS)
 
-    def _check_read(self, conn: Conn, channel: str) -> None:
-        if not self._identity(conn).may_subscribe(channel):
-            raise Forbidden(f"not allowed to subscribe to {channel!r}")
-
-    async def subscribe(
-        self, conn: Conn, channel: str, since: Position | None = None
-    ) -> Subscribed:
-        """Subscribe ``conn`` to ``channel`` on this node (and in the broker if it is the first).
-
-        With ``since``, replays what the client missed when history covers it (``recovered``).
-        Subscribing twice is harmless: the second call reports the current position.
-        Raises ``Forbidden``, ``RateLimited`` (too many subscriptions), ``Unavailable``."""
-        self._check_read(conn, channel)
-        if self.hub.is_live(channel, conn):
-            return Subscribed(await self.broker.position(channel))
-        if len(conn.channels) >= self.settings.max_subscriptions:
-            raise RateLimited(
-                f"subscription limit reached: {self.settings.max_subscriptions} channels per "
-                "connection (PULLY_MAX_SUBSCRIPTIONS)"
-            )
-        self.hub.add_pending(channel, conn)
-        conn.channels.add(channel)
-        try:
-            await asyncio.shield(self.hub.broker_subscription(channel, self.broker.subscribe))
-            history = await self.broker.history(channel, since=since, limit=0)
-        except BaseException:
-            conn.channels.discard(channel)
-            self._drop(conn, channel)
-            raise
-        position = history.position
-        recovered = None if since is None else history.covered
-        replay = history.messages if recovered else []
-        backlog = self.hub.activate(channel, conn, position.epoch, position.offset)
-        if backlog is None:  # closed meanwhile
-            return Subscribed(position, recovered)
-        frames = [m[2] for m in backlog]
-        follow = _following(position, backlog)
-        if follow < len(backlog):  # this node missed publications while it was set up
-            logger.warning(
-                "channel %s: publications missed while a subscription was set up; it is told "
-                "to resubscribe (insufficient_state)", channel,
-            )  # fmt: skip
-            conn.channels.discard(channel)
-            self._drop(conn, channel)
-            self.insufficient_states += 1
-            frames[follow:] = [protocol.insufficient_state(channel)]
-            return Subscribed(position, recovered, replay, frames)
-        if self.presence.enabled(channel):
-            self.presence.join(channel, conn.client_id, self._identity(conn).user)
-        return Subscribed(position, recovered, replay, frames)
-
-    async def unsubscribe(self, conn: Conn, channel: str) -> None:
-        if channel in conn.channels:
-            conn.channels.discard(channel)
-            self._drop(conn, channel)
-
-    def _drop(self, conn: Conn, channel: str) -> None:
-        """``conn`` no longer wants ``channel``: its presence there leaves, and the broker
-        subscription goes with the channel's last local subscriber."""
-        self.presence.leave(channel, conn.client_id)
-        if self.hub.remove(channel, conn):
-            self._release(channel)
-
-    def _release(self, channel: str) -> None:
-        """No local connection wants ``channel`` any more: stop receiving it from the broker."""
-        self._background.spawn(self.broker.unsubscribe(channel))
-
-    # -- publishing, history, presence -------------------------------------------------------
-
-    async def publish(self, channel: str, data: bytes, conn: Conn | None = None) -> Published:
-        """Publish JSON ``data`` to ``channel``: returns the assigned position once the broker
-        has it. ``conn`` (None for the admin HTTP API) must be allowed to publish there.
-        Raises ``PullyError`` subclasses (``unavailable`` when the broker is down)."""
-        try:
-            published = await self._publish(channel, data, conn)
-        except PullyError as exc:
-            self.publishes[exc.code] += 1
-            raise
-        self.publishes["dropped" if published.dropped else "ok"] += 1
-        return published
-
-    async def _publish(self, channel: str, data: bytes, conn: Conn | None) -> Published:
-        if conn is not None and not self._identity(conn).may_publish(channel):
-            raise Forbidden(f"not allowed to publish to {channel!r}")
-        relationships = self.relationships.require()  # one document for the whole pipeline
-        options = relationships.options_for(channel)
-        if conn is not None and options.publish == "server":
-            raise Forbidden(f"only the server publishes to {channel!r} (its options say so)")
-        result = await self.pipeline.run(
-            relationships, channel, data, None if conn is None else conn.client_id
-        )
-        if result is None:
-            return Published(None)
-        if result is not data and len(result) > self.settings.max_message_bytes:
-            raise TooLarge(
-                f"the functions made the message {len(result)} bytes; the limit is "
-                f"{self.settings.max_message_bytes} (PULLY_MAX_MESSAGE_BYTES)"
-            )
-        return Published(
-            await self.broker.publish(
-                channel, result, history_size=options.history_size, history_ttl=options.history_ttl
-            )
-        )
+    # -- reading channels ----------------------------------------------------------------------
 
     async def history(self, conn: Conn, channel: str, limit: int | None) -> History:
-        self._check_read(conn, channel)
+        self.subscriptions.check_read(conn, channel)
         return await self.broker.history(channel, limit=limit)
 
     async def presence_of(self, conn: Conn, channel: str) -> list[bytes]:
         """Who is subscribed to ``channel`` on every node (``presence`` entries)."""
-        self._check_read(conn, channel)
+        self.subscriptions.check_read(conn, channel)
         if not self.presence.enabled(channel):
             raise BadRequest(
                 f"channel {channel!r} has no presence ({self.presence.describe_rule()}; or the "
@@ -421,11 +236,3 @@ class Node:
             "relationships": relationships,
             "uptime": round(time.time() - self.started_at, 3),
         }
-
-
-def _following(position: Position, messages: list[tuple[int, str, bytes]]) -> int:
-    """How many of ``messages`` (offset, epoch, payload) follow ``position`` without a hole."""
-    for i, (offset, epoch, _) in enumerate(messages):
-        if epoch != position.epoch or offset != position.offset + i + 1:
-            return i
-    return len(messages)

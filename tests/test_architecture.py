@@ -91,3 +91,16 @@ def test_the_package_has_no_import_cycles() -> None:
     graph = import_graph()
     assert "pully_tornado.hub" in graph["pully_tornado.node"]  # it read the imports
     assert cycles(graph) == []
+
+
+MAX_LINES = 400
+
+
+def test_no_module_is_over_400_lines() -> None:
+    """A module past 400 lines does more than one job (docs/architecture.md "Size")."""
+    sizes = {
+        str(p.relative_to(ROOT)): len(p.read_text().splitlines()) for p in PACKAGE.rglob("*.py")
+    }
+    assert sizes, "no modules found"
+    over = {path: n for path, n in sizes.items() if n > MAX_LINES}
+    assert not over, f"modules over {MAX_LINES} lines: {over}"

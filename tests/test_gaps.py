@@ -263,12 +263,12 @@ async def test_epoch_change_under_live_subscribers_is_told_not_passed_on(
         client.on("recovery_failed", failed.append)
         sub = await client.subscribe(CHANNEL)
         for n in (1, 2):
-            await node.publish(CHANNEL, b"%d" % n)
+            await node.publisher.publish(CHANNEL, b"%d" % n)
         assert [m["offset"] for m in await raw.messages(2)] == [1, 2]
         assert [(await sub.get(5)).offset for _ in (1, 2)] == [1, 2]
 
         redis_server.client().delete(f"pully:meta:{{{CHANNEL}}}")
-        await node.publish(CHANNEL, b"3")  # offset 1 of a new epoch
+        await node.publisher.publish(CHANNEL, b"3")  # offset 1 of a new epoch
         assert await raw.recv() == INSUFFICIENT
         since = {"offset": 2, "epoch": first["epoch"]}
         again = await raw.request({"type": "subscribe", "channel": CHANNEL, "since": since})
@@ -278,11 +278,11 @@ async def test_epoch_change_under_live_subscribers_is_told_not_passed_on(
         assert event.previous is not None and event.subscription is sub
         assert (event.previous.epoch, event.previous.offset) == (first["epoch"], 2)
         assert (event.position.epoch, event.position.offset) == (again["epoch"], 1)
-        await node.publish(CHANNEL, b"4")
+        await node.publisher.publish(CHANNEL, b"4")
         got = await sub.get(5)  # the client carries on in the new sequence
         assert (got.epoch, got.offset, got.data) == (again["epoch"], 2, 4)
         assert (await raw.messages(1))[0]["offset"] == 2
-    assert node.insufficient_states == 2
+    assert node.subscriptions.insufficient_states == 2
 
 
 @pytest.mark.gen_test
@@ -294,7 +294,7 @@ async def test_hole_while_a_subscription_is_set_up_is_told_not_passed_on(
     subscribe and the position read) is not sent after the reply: the subscriber is told to
     resubscribe. The race is made certain by delivering such a publication during the read."""
     client = await WSClient.connect(ws_url)
-    await node.publish(CHANNEL, b"1")
+    await node.publisher.publish(CHANNEL, b"1")
     read = node.broker.history
 
     async def history_then_a_hole(channel: str, **kwargs: Any) -> History:
@@ -309,7 +309,7 @@ async def test_hole_while_a_subscription_is_set_up_is_told_not_passed_on(
     assert reply["offset"] == 1
     assert await client.recv() == INSUFFICIENT
     await client.no_message(0.2)
-    assert CHANNEL not in node.hub and node.insufficient_states == 1
+    assert CHANNEL not in node.hub and node.subscriptions.insufficient_states == 1
 
 
 # -- an unsubscribed without resubscribe ends the subscription ----------------------------------

@@ -16,7 +16,7 @@ class PublishHandler(JsonHandler):
         if "data" not in body:
             raise BadRequest("field 'data' is required (null is allowed)")
         protocol.check_exact_numbers(self.request.body)
-        result = await self.node.publish(channel, protocol.encode_data(body["data"]))
+        result = await self.node.publisher.publish(channel, protocol.encode_data(body["data"]))
         if result.position is None:
             self.write_json(200, {"channel": channel, "dropped": True})
         else:

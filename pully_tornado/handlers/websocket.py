@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 import tornado.httputil
 import tornado.websocket
-from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
+from tornado.iostream import IOStream
 
 from .. import protocol
 from ..auth import ANONYMOUS, Identity, authenticate
@@ -28,7 +28,7 @@ from ..errors import (
 from ..limits import TokenBucket
 from ..logs import events
 from ..node import Node
-from ..outbox import Outbox
+from ..outbox import FrameQueue, Outbox
 from ..protocol import Command, FrameRejected
 from ..wsframes import ChunkedProtocol, chunked_protocol
 from . import guards
@@ -50,20 +50,17 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     node: Node
     client_id: str
-    channels: set[str]
+    write_frame: Callable[[bytes], None]  # Conn.write_frame: the connection's FrameQueue
 
     def initialize(self, node: Node, outbox: Outbox) -> None:
         self.node = node
-        self.outbox = outbox  # frames queued here are written once at the end of the tick
-        self.channels = set()
+        self._queue = FrameQueue(outbox, self._slow_consumer)
+        self.write_frame = self._queue.write_frame  # the hub's fan-out calls it: no extra hop
         self.client_id = ""
         self._identity: Identity = ANONYMOUS
         self._buckets: dict[str, TokenBucket] = {}  # "publish", "subscribe": made on first use
         self._expiry: asyncio.TimerHandle | None = None
-        self._out: list[bytes] | None = None  # frames queued in this loop tick
         self._awaiting_pong = False
-        self._stream_out: IOStream | None = None  # set while the connection is open
-        self._sock: Any = None  # the raw socket, for writes that skip IOStream
 
     # -- handshake ---------------------------------------------------------------------------
 
@@ -120,9 +117,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         stream = getattr(self.ws_connection, "stream", None)
         if isinstance(stream, IOStream):
             stream.max_write_buffer_size = self.node.settings.max_buffer_bytes
-            self._stream_out = stream
-            if type(stream) is IOStream:  # plain TCP (not TLS): raw sends are safe
-                self._sock = stream.socket
+            self._queue.attach(stream)
         self.node.register(self, self._identity)
         self._schedule_expiry()
         self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
@@ -154,7 +149,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._awaiting_pong = False
 
     def on_close(self) -> None:
-        self._stream_out = self._sock = self._out = None
+        self._queue.detach()
         if self._expiry is not None:
             self._expiry.cancel()
         if self.client_id:
@@ -166,16 +161,15 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             )  # fmt: skip
 
     def abort(self) -> None:
-        stream = self._stream_out or getattr(self.ws_connection, "stream", None)
-        self._stream_out = self._sock = self._out = None
+        stream = self._queue.detach() or getattr(self.ws_connection, "stream", None)
         if stream is not None:
             stream.close()  # the reader sees the stream closed and the connection ends
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         """Close with ``code``: frames queued before go out first, and the close frame is the
         last (it may pass ``PULLY_MAX_BUFFER_BYTES`` by its few bytes)."""
-        self.write_pending()
-        stream, self._stream_out, self._sock = self._stream_out, None, None
+        self._queue.write_pending()
+        stream = self._queue.detach()
         if stream is not None:
             stream.max_write_buffer_size = None
         super().close(code, reason)
@@ -196,52 +190,15 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     # -- writing -----------------------------------------------------------------------------
 
-    def write_frame(self, frame: bytes) -> None:
-        """Queue a complete frame; it is written at the end of this loop tick, together with
-        every other frame queued for this connection meanwhile, in order."""
-        out = self._out
-        if out is not None:
-            out.append(frame)
-        elif self._stream_out is not None:
-            self._out = [frame]
-            self.outbox.add(self)
-
-    def write_pending(self) -> None:
-        """Write the queued frames: straight to the socket when Tornado has nothing pending
-        for it, through the IOStream otherwise. A client whose unread output passes
-        ``PULLY_MAX_BUFFER_BYTES`` is a slow consumer: it is closed with 4008."""
-        out, self._out = self._out, None
-        stream = self._stream_out
-        if not out or stream is None:
-            return
-        data: bytes | memoryview = out[0] if len(out) == 1 else b"".join(out)
-        sent = 0
-        if self._sock is not None and not stream.writing():
-            try:
-                sent = self._sock.send(data)
-            except BlockingIOError:
-                pass
-            except OSError:
-                return  # the connection is gone; Tornado's reader notices and closes it
-            if sent == len(data):
-                return
-            data = memoryview(data)[sent:]
-        try:
-            stream.write(data)
-        except StreamClosedError:
-            pass
-        except StreamBufferFullError:
-            logger.warning("client %s is not reading; closing it (slow consumer)", self.client_id)
-            self.node.count_disconnect("slow_consumer")
-            self._close_slow_consumer(data[: self._rest_of_frame(out, sent)])
-
-    def _close_slow_consumer(self, rest: bytes | memoryview) -> None:
-        """Close with 4008 ahead of the output the client has not read: that output is dropped,
+    def _slow_consumer(self, rest: bytes | memoryview) -> None:
+        """The client is not reading: its unread output passed ``PULLY_MAX_BUFFER_BYTES``.
+        Close with 4008 ahead of the output the client has not read: that output is dropped,
         except the rest of a frame it has in part (``rest``, or in the stream), and the close
         frame follows what the kernel already holds for the client. The client gets as long to
         read it as any client gets to answer a ping (Tornado's 5 s when pings are off)."""
+        logger.warning("client %s is not reading; closing it (slow consumer)", self.client_id)
+        self.node.count_disconnect("slow_consumer")
         connection = self.ws_connection
-        self._out = self._stream_out = self._sock = None
         self.ws_connection = None  # closed, as Tornado's close() leaves it
         if isinstance(connection, ChunkedProtocol):
             settings = self.node.settings
@@ -253,17 +210,6 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
 
     def send(self, payload: bytes) -> None:
         self.write_frame(protocol.text_frame(payload))
-
-    @staticmethod
-    def _rest_of_frame(frames: list[bytes], sent: int) -> int:
-        """How many bytes are left of the frame that the first ``sent`` bytes of ``frames``
-        end in (0 when they end where a frame ends)."""
-        end = 0
-        for frame in frames:
-            if end >= sent:
-                break
-            end += len(frame)
-        return end - sent
 
     # -- reading -----------------------------------------------------------------------------
 
@@ -296,8 +242,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if bucket.take():
             return True
         if kind == "publish":
-            self.node.publishes["rate_limited"] += 1
-        if self._stream_out is None:
+            self.node.publisher.results["rate_limited"] += 1
+        if self._queue.stream is None:
             pass  # already closing: frames still arriving are ignored
         elif bucket.refused > bucket.burst:
             logger.warning(
@@ -321,7 +267,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.send(protocol.error(cmd.id, Internal("internal error")))
 
     async def _on_publish(self, cmd: Command) -> None:
-        result = await self.node.publish(cmd.channel, cmd.data, self)
+        result = await self.node.publisher.publish(cmd.channel, cmd.data, self)
         if result.position is None:
             self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, dropped=True))
         else:
@@ -329,7 +275,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, offset=offset))
 
     async def _on_subscribe(self, cmd: Command) -> None:
-        sub = await self.node.subscribe(self, cmd.channel, cmd.since)
+        sub = await self.node.subscriptions.subscribe(self, cmd.channel, cmd.since)
         # replay, reply, then what arrived during set-up: nothing may be awaited in between
         for payload in sub.replay:
             self.send(payload)
@@ -344,7 +290,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.send(payload)
 
     async def _on_unsubscribe(self, cmd: Command) -> None:
-        await self.node.unsubscribe(self, cmd.channel)
+        await self.node.subscriptions.unsubscribe(self, cmd.channel)
         self.send(protocol.reply("unsubscribed", cmd.id, channel=cmd.channel))
 
     async def _on_presence(self, cmd: Command) -> None:
