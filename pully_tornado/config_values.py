@@ -14,22 +14,12 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from .broker.redis_url import redis_url_problem
 from .errors import ConfigError
 
-# The URL schemes PULLY_REDIS_URL accepts, all served by the Redis broker; the planned ones are
-# named so that a user who tries one reads "not supported yet", not "not a Redis URL".
+# The URL schemes of one Redis (PULLY_STORE may name one); PULLY_REDIS_URL also takes the
+# cluster and sentinel forms: broker/redis_url.py parses them all.
 REDIS_SCHEMES = ("redis", "rediss", "unix")
-PLANNED_REDIS_SCHEMES = ("redis+cluster", "redis+sentinel")
-REDIS_URL_FORMS = "redis://, rediss:// or unix:// URL"
-
-
-def redis_scheme_problem(scheme: str) -> str | None:
-    """Why a PULLY_REDIS_URL of ``scheme`` is refused, or None: the Redis broker serves it."""
-    if scheme in REDIS_SCHEMES:
-        return None
-    if scheme in PLANNED_REDIS_SCHEMES:
-        return f"uses {scheme}://, not supported yet (use a {REDIS_URL_FORMS})"
-    return f"must be a {REDIS_URL_FORMS}"
 
 
 def integer(lo: int, hi: int | None = None) -> Callable[[str], int]:
@@ -77,19 +67,12 @@ def choice(*choices: str) -> Callable[[str], str]:
 
 
 def redis_url(raw: str) -> str | None:
-    """A Redis URL the Redis broker connects to, or None (unset: the in-process broker)."""
+    """A Redis URL (one Redis, a Cluster or Sentinel), or None (unset: the in-process broker)."""
     if not raw:
         return None
-    parts = urlsplit(raw)
-    problem = redis_scheme_problem(parts.scheme)
+    problem = redis_url_problem(raw)
     if problem is not None:
         raise ValueError(problem)
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ValueError("must name a host, e.g. redis://127.0.0.1:6379/0")
-    try:
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError:
-        raise ValueError("has an invalid port") from None
     return raw
 
 
@@ -98,7 +81,10 @@ def store(raw: str) -> str:
         return raw
     scheme = urlsplit(raw).scheme
     if scheme in REDIS_SCHEMES:
-        return redis_url(raw) or ""
+        problem = redis_url_problem(raw)
+        if problem is not None:
+            raise ValueError(problem)
+        return raw
     if scheme not in ("file", "s3"):
         raise ValueError("must be redis, a redis:// URL, s3://BUCKET/KEY or file://PATH")
     return raw

@@ -18,6 +18,7 @@ from .broker import Broker, create_broker
 from .broker.base import History
 from .errors import BadRequest, Forbidden
 from .functions.pipeline import Pipeline
+from .hooks import Hooks
 from .hub import Conn, Hub
 from .keepalive import KeepAlive
 from .listener import Listener
@@ -59,9 +60,11 @@ class Node:
             self.broker, self.relationships, settings.presence_channels, settings.presence_ttl,
             self._background.spawn,
         )  # fmt: skip
+        self.hooks = Hooks(settings, self.broker)
+        self.metrics.registry.register(self.hooks.collector())
         self.subscriptions = Subscriptions(
             self.hub, self.broker, self.presence, self._background, self.identity,
-            settings.max_subscriptions,
+            settings.max_subscriptions, self.hooks,
         )  # fmt: skip
         self.publisher = Publisher(
             self.broker, self.relationships, self.pipeline, self.identity,
@@ -81,6 +84,7 @@ class Node:
         self.presence.start()
         self.keepalive.start()
         await self.relationships.start()
+        await self.hooks.start()
 
     async def close(self) -> None:
         """Stop everything: connections still open (normally drained before) are dropped."""
@@ -91,6 +95,7 @@ class Node:
         await self.relationships.close()
         await self.presence.close()
         await self._background.close(2.0)  # let leaves and unsubscribes of closed clients go out
+        await self.hooks.close(2.0)  # and their webhook events
         await self.pipeline.close()
         await self.broker.close()
 
@@ -174,6 +179,7 @@ class Node:
     def register(self, conn: Conn, identity: Identity = ANONYMOUS) -> None:
         self.connections[conn] = identity
         self.keepalive.add(conn)
+        self.hooks.connected(conn.client_id, identity.user)
 
     def reidentify(self, conn: Conn, identity: Identity) -> list[str]:
         """Replace a connection's identity (token refresh); the user must stay the same.
@@ -185,12 +191,15 @@ class Node:
         self.connections[conn] = identity
         return self.subscriptions.revoke(conn, identity)
 
-    def unregister(self, conn: Conn) -> None:
-        """Forget a closed connection and all its subscriptions."""
-        if self.connections.pop(conn, None) is None:
+    def unregister(self, conn: Conn, reason: str | None = None) -> None:
+        """Forget a closed connection and all its subscriptions (``reason``: for webhooks)."""
+        identity = self.connections.get(conn)
+        if identity is None:
             return
         self.keepalive.remove(conn)
         self.subscriptions.drop_all(conn)
+        del self.connections[conn]
+        self.hooks.disconnected(conn.client_id, identity.user, reason)
         if not self.connections:
             self._connections_gone.set()
 

@@ -327,3 +327,47 @@ def text_frame(payload: bytes) -> bytes:
     if n <= 0xFFFF:
         return _HEAD_MEDIUM.pack(0x81, 126, n) + payload
     return _HEAD_LONG.pack(0x81, 127, n) + payload
+
+
+def server_subscribed(channel: str, position: Position, recovered: bool | None) -> bytes:
+    """The node subscribed the connection on its own (``/api/subscribe``, the token's or the
+    connect proxy's ``subscribe`` list): a ``subscribed`` frame with ``"server": true``, no id."""
+    frame: dict[str, Any] = {
+        "type": "subscribed", "channel": channel, "server": True,
+        "offset": position.offset, "epoch": position.epoch,
+    }  # fmt: skip
+    if recovered is not None:
+        frame["recovered"] = recovered
+    return orjson.dumps(frame)
+
+
+def server_unsubscribed(channel: str, reason: str | None = None) -> bytes:
+    """A server-side subscription ended by the node (``reason`` absent: ``/api/unsubscribe``)."""
+    frame: dict[str, Any] = {"type": "unsubscribed", "channel": channel, "server": True}
+    if reason is not None:
+        frame["reason"] = reason
+    return orjson.dumps(frame)
+
+
+MAX_RECOVER = 1000
+
+
+def recover_positions(raw: str | None) -> dict[str, Position]:
+    """The handshake's ``recover`` query parameter: JSON ``{channel: {"offset", "epoch"}}``, the
+    last positions a reconnecting client saw on its server-side subscriptions (at most
+    ``MAX_RECOVER``). Raises :class:`BadRequest` naming the problem."""
+    if raw is None:
+        return {}
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"query parameter 'recover' is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or len(doc) > MAX_RECOVER:
+        raise BadRequest(
+            f"query parameter 'recover' must be an object of at most {MAX_RECOVER} channels"
+        )
+    positions = {}
+    for channel, since in doc.items():
+        check_channel(channel, "recover")
+        positions[channel] = _since(since)
+    return positions

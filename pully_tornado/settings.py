@@ -21,6 +21,7 @@ from typing import Any
 from . import config_values as values
 from .config_values import Option
 from .errors import ConfigError
+from .hook_options import HOOK_OPTIONS, check_hook_settings
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -277,6 +278,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
+OPTIONS += HOOK_OPTIONS  # PULLY_CONNECT_PROXY_URL ... PULLY_WEBHOOK_QUEUE: docs/hooks.md
 _BY_FIELD = {o.field: o for o in OPTIONS}
 
 
@@ -324,6 +326,14 @@ class Settings:
     allowed_origins: tuple[str, ...] = values.FROM_OPTIONS
     allowed_hosts: tuple[str, ...] = values.FROM_OPTIONS
     uvloop: bool = values.FROM_OPTIONS
+    connect_proxy_url: str | None = values.FROM_OPTIONS
+    subscribe_proxy_url: str | None = values.FROM_OPTIONS
+    subscribe_proxy_channels: tuple[str, ...] = values.FROM_OPTIONS
+    proxy_timeout: float = values.FROM_OPTIONS
+    webhook_url: str | None = values.FROM_OPTIONS
+    webhook_events: frozenset[str] = values.FROM_OPTIONS
+    webhook_secret: str | None = values.FROM_OPTIONS
+    webhook_queue: int = values.FROM_OPTIONS
 
     def __post_init__(self) -> None:
         if not self.node_id:
@@ -340,6 +350,7 @@ class Settings:
             )
         if self.store == "redis" and not self.redis_url:
             raise ConfigError("PULLY_STORE", "redis needs PULLY_REDIS_URL (cluster mode)")
+        check_hook_settings(self.webhook_url, self.webhook_secret)
         if self.max_frame_bytes < self.max_message_bytes:
             raise ConfigError(
                 "PULLY_MAX_FRAME_BYTES",

@@ -19,6 +19,7 @@ from .auth import Identity
 from .broker import Broker, Position
 from .broker.base import History
 from .errors import Forbidden, PullyError, RateLimited
+from .hooks import Hooks
 from .hub import Arrival, Channel, Conn, Hub
 from .presence import Presence
 from .tasks import Background
@@ -48,6 +49,7 @@ class Subscriptions:
         background: Background,
         identity: Callable[[Conn | None], Identity],
         max_subscriptions: int,
+        hooks: Hooks,
     ) -> None:
         self._hub = hub
         self._broker = broker
@@ -55,6 +57,9 @@ class Subscriptions:
         self._background = background
         self._identity = identity
         self._max = max_subscriptions
+        self._hooks = hooks
+        # server-side subscriptions (the server made them; the client may not end them)
+        self._server: dict[Conn, set[str]] = {}
         self.gaps_filled = 0
         self.insufficient_states = 0  # subscriptions ended with reason insufficient_state
 
@@ -71,8 +76,19 @@ class Subscriptions:
 
         With ``since``, replays what the client missed when history covers it (``recovered``).
         Subscribing twice is harmless: the second call reports the current position.
+        A channel of the identity's server-side list needs no read right (the client
+        resubscribes one that ``insufficient_state`` ended).
         Raises ``Forbidden``, ``RateLimited`` (too many subscriptions), ``Unavailable``."""
-        self.check_read(conn, channel)
+        identity = self._identity(conn)
+        if channel not in identity.server_subscriptions:
+            self.check_read(conn, channel)
+        if self._hub.is_live(channel, conn):
+            return Subscribed(await self._broker.position(channel))
+        if self._hooks.subscribe_proxy is not None:  # the backend decides too
+            await self._hooks.authorize_subscribe(conn.client_id, identity.user, channel)
+        return await self._subscribe(conn, channel, since)
+
+    async def _subscribe(self, conn: Conn, channel: str, since: Position | None) -> Subscribed:
         hub = self._hub
         if hub.is_live(channel, conn):
             return Subscribed(await self._broker.position(channel))
@@ -101,36 +117,120 @@ class Subscriptions:
                 "channel %s: publications missed while a subscription was set up; it is told "
                 "to resubscribe (insufficient_state)", channel,
             )  # fmt: skip
-            self.drop(conn, channel)
+            self.drop(conn, channel, "insufficient_state")
             self.insufficient_states += 1
             frames[follow:] = [protocol.insufficient_state(channel)]
             return Subscribed(position, recovered, replay, frames)
         if self._presence.enabled(channel):
             self._presence.join(channel, conn.client_id, self._identity(conn).user)
+        if self._hooks.tracks_subscriptions:
+            first = len(hub.live(channel)) == 1
+            self._hooks.subscribed(conn.client_id, self._identity(conn).user, channel, first)
         return Subscribed(position, recovered, replay, frames)
 
     async def unsubscribe(self, conn: Conn, channel: str) -> None:
+        """The client's ``unsubscribe``. Raises ``Forbidden`` for a server-side subscription:
+        only the server ends those (``/api/unsubscribe``)."""
+        if channel in self._server.get(conn, ()):
+            raise Forbidden(f"{channel!r} is a server-side subscription: only the server ends it")
         if channel in self._hub.channels_of(conn):
-            self.drop(conn, channel)
+            self.drop(conn, channel, "client")
+
+    # -- server-side subscriptions ---------------------------------------------------------------
+
+    async def server_subscribe(
+        self, conn: Conn, channel: str, since: Position | None = None
+    ) -> Subscribed:
+        """Subscribe ``conn`` because the server says so (``/api/subscribe``, the token's or the
+        connect proxy's ``subscribe`` list): no rights check, no subscribe proxy. The client is
+        sent the replay, ``{"type":"subscribed","server":true,...}`` and the backlog, in that
+        order; from then on its ``unsubscribe`` of the channel is refused. Already subscribed
+        (by itself or the server): the subscription becomes server-side and the client is told
+        the current position. Raises ``RateLimited``, ``Unavailable``."""
+        sub = await self._subscribe(conn, channel, since)
+        if channel in self._hub.channels_of(conn):  # else closed meanwhile, or ended at once
+            self._server.setdefault(conn, set()).add(channel)
+        for payload in sub.replay:
+            conn.write_frame(protocol.text_frame(payload))
+        frame = protocol.server_subscribed(channel, sub.position, sub.recovered)
+        conn.write_frame(protocol.text_frame(frame))
+        for payload in sub.backlog:
+            conn.write_frame(protocol.text_frame(payload))
+        return sub
+
+    def server_unsubscribe(self, conn: Conn, channel: str) -> bool:
+        """End ``conn``'s subscription to ``channel`` (server-side or not) and tell the client
+        ``{"type":"unsubscribed","channel":C,"server":true}``; False if it had none."""
+        if channel not in self._hub.channels_of(conn):
+            return False
+        self.drop(conn, channel, "server")
+        conn.write_frame(protocol.text_frame(protocol.server_unsubscribed(channel)))
+        return True
+
+    def subscribe_at_connect(
+        self, conn: Conn, identity: Identity, recover: dict[str, Position]
+    ) -> None:
+        """In the background, in order: subscribe ``conn`` to ``identity``'s server-side
+        channels (``since`` its ``recover`` position when it gave one), and tell it that any
+        other channel in ``recover`` is no longer subscribed (``reason: not_renewed``:
+        ``/api/subscribe`` subscriptions end with their connection). Stops if ``conn`` closes."""
+        if identity.server_subscriptions or recover:
+            self._background.spawn(self._at_connect(conn, identity, recover))
+
+    async def _at_connect(
+        self, conn: Conn, identity: Identity, recover: dict[str, Position]
+    ) -> None:
+        channels = identity.server_subscriptions
+        for channel in recover.keys() - set(channels):
+            conn.write_frame(
+                protocol.text_frame(protocol.server_unsubscribed(channel, "not_renewed"))
+            )
+        for channel in channels:
+            if self._identity(conn) is not identity:
+                return  # closed (or its token refreshed) meanwhile
+            try:
+                await self.server_subscribe(conn, channel, recover.get(channel))
+            except PullyError as exc:
+                logger.warning(
+                    "client %s: server-side subscription to %s failed: %s", conn.client_id,
+                    channel, exc.message,
+                )  # fmt: skip
+                frame = protocol.server_unsubscribed(channel, exc.code)
+                conn.write_frame(protocol.text_frame(frame))
 
     def revoke(self, conn: Conn, identity: Identity) -> list[str]:
         """Drop the subscriptions ``identity`` no longer allows; returns them, sorted."""
-        revoked = sorted(c for c in self._hub.channels_of(conn) if not identity.may_subscribe(c))
+        server = self._server.get(conn, set())
+        revoked = sorted(
+            c for c in self._hub.channels_of(conn)
+            if not identity.may_subscribe(c) and c not in server
+        )  # fmt: skip
         for channel in revoked:
-            self.drop(conn, channel)
+            self.drop(conn, channel, "forbidden")
         return revoked
 
     def drop_all(self, conn: Conn) -> None:
         """``conn`` closed: every subscription it had ends."""
         for channel in self._hub.channels_of(conn):
-            self.drop(conn, channel)
+            self.drop(conn, channel, "disconnect")
+        self._server.pop(conn, None)
 
-    def drop(self, conn: Conn, channel: str) -> None:
+    def drop(self, conn: Conn, channel: str, reason: str = "client") -> None:
         """``conn`` no longer wants ``channel``: its presence there leaves, and the broker
-        subscription goes with the channel's last local subscriber."""
+        subscription goes with the channel's last local subscriber. ``reason`` (client,
+        server, disconnect, forbidden, insufficient_state) is for the ``unsubscribe`` webhook."""
         self._presence.leave(channel, conn.client_id)
+        server = self._server.get(conn)
+        if server is not None:
+            server.discard(channel)
+            if not server:
+                del self._server[conn]
+        hooks = self._hooks
+        if hooks.tracks_subscriptions and self._hub.is_live(channel, conn):
+            hooks.unsubscribed(conn.client_id, self._identity(conn).user, channel, reason)
         if self._hub.remove(channel, conn):
             self._background.spawn(self._broker.unsubscribe(channel))
+            hooks.channel_gone(channel)
 
     # -- keeping channels gap-free -------------------------------------------------------------
 
@@ -194,7 +294,7 @@ class Subscriptions:
         frame = protocol.text_frame(protocol.insufficient_state(channel))
         for conn in subscribers:
             conn.write_frame(frame)
-            self.drop(conn, channel)
+            self.drop(conn, channel, "insufficient_state")
         self.insufficient_states += len(subscribers)
 
 

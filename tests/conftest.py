@@ -23,6 +23,7 @@ from pully_tornado.app import make_app, make_server
 from pully_tornado.node import Node
 from pully_tornado.settings import Settings
 
+from .hook_backend import Backend
 from .support import PullyProcess, RedisServer, WSClient
 
 
@@ -206,3 +207,11 @@ def processes(tmp_path: Path) -> Iterator[Callable[..., PullyProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def backend(io_loop: tornado.ioloop.IOLoop) -> Iterator[Backend]:
+    """An app backend the hooks call (tests/hook_backend.py)."""
+    server = Backend()
+    yield server
+    io_loop.run_sync(server.close)

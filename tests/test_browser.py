@@ -98,7 +98,8 @@ def test_page_and_client_are_served_with_their_types(processes: Processes) -> No
     node = processes()
     with urllib.request.urlopen(f"{node.url}/pully.js", timeout=5) as resp:
         assert resp.headers["Content-Type"] == "text/javascript"
-        assert b"export class Pully" in resp.read()
+        # the browser build of clients/js (pully-client): one ES module exporting Pully
+        assert re.search(rb"\nexport \{[^}]*\bPully,", resp.read())
     with urllib.request.urlopen(f"{node.url}/", timeout=5) as resp:
         assert resp.headers["Content-Type"] == "text/html; charset=utf-8"
         assert b'from "./pully.js"' in resp.read()

@@ -11,7 +11,7 @@ from pully_tornado.cli import main
 
 from .aws_support import Aws, Cli, aws, cli, local_cli, moto_url, one_line_error  # noqa: F401 - fixtures
 
-COMMANDS = ["serve", "function", "relationships", "deploy", "destroy", "status", "bench"]
+COMMANDS = ["serve", "function", "relationships", "outbox", "deploy", "destroy", "status", "bench"]
 
 
 def test_help_lists_every_command_and_subcommand() -> None:

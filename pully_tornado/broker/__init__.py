@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING
 
-from ..config_values import REDIS_SCHEMES, redis_scheme_problem
 from ..errors import ConfigError
-from ..settings import Settings
 from .base import Broker, BrokerEvents, Position
+from .redis_url import RedisTarget, parse_redis_url, redis_url_problem
 
-__all__ = ["Broker", "BrokerEvents", "Position", "create_broker"]
+if TYPE_CHECKING:
+    from ..settings import Settings
 
-
-def _memory(settings: Settings) -> Broker:
-    from .memory import MemoryBroker
-
-    return MemoryBroker(settings)
+__all__ = ["Broker", "BrokerEvents", "Position", "create_broker", "redis_target"]
 
 
-def _redis(settings: Settings) -> Broker:
-    from .redis import RedisBroker
-
-    return RedisBroker(settings)
-
-
-_BY_SCHEME: dict[str, Callable[[Settings], Broker]] = dict.fromkeys(REDIS_SCHEMES, _redis)
+def redis_target(settings: Settings) -> RedisTarget:
+    """``PULLY_REDIS_URL`` parsed; :class:`ConfigError` naming the variable when it is not a
+    URL a broker serves (redis+cluster:// and redis+sentinel:// are parsed but not served yet)."""
+    assert settings.redis_url
+    problem = redis_url_problem(settings.redis_url)
+    if problem is not None:
+        raise ConfigError("PULLY_REDIS_URL", f"{settings.redis_url!r} {problem}")
+    return parse_redis_url(settings.redis_url)
 
 
 def create_broker(settings: Settings) -> Broker:
@@ -34,10 +30,10 @@ def create_broker(settings: Settings) -> Broker:
     :class:`ConfigError` naming ``PULLY_REDIS_URL`` for any other scheme (redis+cluster:// and
     redis+sentinel:// are planned, not supported yet)."""
     if not settings.redis_url:
-        return _memory(settings)
-    scheme = urlsplit(settings.redis_url).scheme
-    factory = _BY_SCHEME.get(scheme)
-    if factory is None:
-        problem = redis_scheme_problem(scheme) or "has no broker"
-        raise ConfigError("PULLY_REDIS_URL", f"{settings.redis_url!r} {problem}")
-    return factory(settings)
+        from .memory import MemoryBroker
+
+        return MemoryBroker(settings)
+    target = redis_target(settings)
+    from .redis import RedisBroker
+
+    return RedisBroker(settings, target)

@@ -1,7 +1,7 @@
 """Redis connections for the broker, over asyncio streams and the hiredis parser.
 
-* :class:`Link`: one connection and its parser; :func:`open_link` connects, authenticates and
-  selects the URL's database (redis-py's ``parse_url`` reads the URL).
+* :class:`Link`: one connection and its parser; :func:`open_link` connects (TLS for
+  ``rediss``), authenticates, selects the URL's database and reads the server's replication id.
 * :class:`CommandLink`: ONE pipelined connection for all of a node's commands. Requests are
   written in order and their replies matched in order, so concurrent publishes cost one round
   trip each without a connection per request, and a node's commands reach Redis in the order
@@ -16,17 +16,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import hiredis
-from redis.asyncio.connection import parse_url
 
 from ..tasks import stop
+from .redis_url import Endpoint, parse_redis_url
 
 CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 5.0  # seconds for a reply before the link is dropped
+
+
+# In a command's arguments: replaced by the replication id of the link it is sent on (the
+# scripts compare it with the one a channel's epoch was written under).
+REPLID = object()
 
 
 class RedisReplyError(Exception):
@@ -47,6 +52,7 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self.last_read = self.loop.time()
         self.dead: str | None = None
+        self.replid = b""  # the server's master_replid (b"" when it would not say)
         self._watchdog: asyncio.TimerHandle | None = None
 
     def send(self, *args: bytes | str | int) -> None:
@@ -102,44 +108,48 @@ class Link:
             self.writer.transport.abort()
 
 
-async def open_link(url: str) -> Link:
-    """Connect to ``url`` (redis://, rediss://, unix://), AUTH, SELECT its db, PING.
+async def open_link(where: str | Endpoint) -> Link:
+    """Connect to ``where`` (an endpoint, or a redis://, rediss://, unix:// URL), AUTH, SELECT
+    its db, and read the server's replication id (``INFO replication``).
 
-    ``rediss://`` verifies the server against the system trust store, or against the CA file
-    given as ``?ssl_ca_certs=PATH``."""
-    params: dict[str, Any] = dict(parse_url(url))
+    ``rediss`` verifies the server against the system trust store, or against the CA file the
+    endpoint names (``?ssl_ca_certs=PATH`` in the URL, or ``PULLY_REDIS_TLS_CA``)."""
+    endpoint = where if isinstance(where, Endpoint) else parse_redis_url(where).endpoint
     async with asyncio.timeout(CONNECT_TIMEOUT):
-        if "path" in params:
-            reader, writer = await asyncio.open_unix_connection(params["path"])
+        if endpoint.path:
+            reader, writer = await asyncio.open_unix_connection(endpoint.path)
         else:
-            # ssl_ca_certs: a private CA named in the URL, as redis-py's own client reads it
-            tls = (
-                ssl.create_default_context(cafile=params.get("ssl_ca_certs"))
-                if url.startswith("rediss:")
-                else None
-            )
             reader, writer = await asyncio.open_connection(
-                params.get("host", "localhost"), params.get("port", 6379), ssl=tls
+                endpoint.host, endpoint.port, ssl=endpoint.ssl_context()
             )
         link = Link(reader, writer)
         try:
-            if params.get("password"):
-                auth = [params["username"]] if params.get("username") else []
-                await link.request("AUTH", *auth, params["password"])
-            if params.get("db"):
-                await link.request("SELECT", params["db"])
-            await link.request("PING")
+            if endpoint.password:
+                auth = [endpoint.username] if endpoint.username else []
+                await link.request("AUTH", *auth, endpoint.password)
+            if endpoint.db:
+                await link.request("SELECT", endpoint.db)
+            try:
+                info = await link.request("INFO", "replication")
+            except RedisReplyError:  # INFO refused (a restricted managed Redis): no failover check
+                info = b""
+            for line in info.splitlines():
+                if line.startswith(b"master_replid:"):
+                    link.replid = line.partition(b":")[2].strip()
         except BaseException:
             link.close()
             raise
     return link
 
 
+Opener = Callable[[], Awaitable[Link]]
+
+
 class CommandLink:
     """A pipelined command connection, (re)connected on demand."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, where: str | Endpoint | Opener) -> None:
+        self._open: Opener = where if callable(where) else lambda: open_link(where)
         self._link: Link | None = None
         self._connecting: asyncio.Future[Link] | None = None
         self._waiting: deque[asyncio.Future[Any]] = deque()
@@ -150,7 +160,7 @@ class CommandLink:
         if self._link is not None:
             return self._link
         if self._connecting is None:
-            self._connecting = asyncio.ensure_future(open_link(self._url))
+            self._connecting = asyncio.ensure_future(self._open())
         try:
             link = await asyncio.shield(self._connecting)
         except (OSError, TimeoutError, RedisReplyError, LinkDown) as exc:
@@ -168,7 +178,7 @@ class CommandLink:
         link = await self._ensure()
         waiter: asyncio.Future[Any] = link.loop.create_future()
         self._waiting.append(waiter)
-        link.send(*args)
+        link.send(*(link.replid if a is REPLID else a for a in args))
         try:
             async with asyncio.timeout(COMMAND_TIMEOUT):
                 return await waiter
@@ -216,6 +226,11 @@ class CommandLink:
         if self._reader is not None and self._reader is not asyncio.current_task():
             self._reader.cancel()
         self._reader = None
+
+    @property
+    def replid(self) -> bytes | None:
+        """The replication id of the server the link is connected to (None: not connected)."""
+        return None if self._link is None else self._link.replid
 
     def reset(self) -> None:
         """Drop the connection (e.g. Redis was lost): the next call reconnects."""

@@ -1,7 +1,8 @@
 """The ``pully`` command.
 
 ``serve`` runs a node; ``function``, ``relationships``, ``deploy``, ``destroy`` and ``status``
-manage functions, the relationships document and the AWS stack; ``bench`` runs the benchmark.
+manage functions, the relationships document and the AWS stack; ``outbox init`` creates the
+PostgreSQL outbox; ``bench`` runs the benchmark.
 Every command reads flags, then environment variables, then ``pully.toml`` (see
 :mod:`.config`), and fails with one line (``pully --debug ...`` shows the traceback).
 """
@@ -16,6 +17,7 @@ from .. import __version__
 from .bench import bench
 from .common import PullyGroup, State, load_settings, settings_options
 from .functions import function
+from .outbox import outbox
 from .relationships import relationships
 from .serve import configure_logging, serve
 from .stack import deploy, destroy, status
@@ -39,5 +41,5 @@ def main(ctx: click.Context, debug: bool, config: Path | None) -> None:
     ctx.obj = State(debug=debug, config=config)
 
 
-for command in (serve, function, relationships, deploy, destroy, status, bench):
+for command in (serve, function, relationships, outbox, deploy, destroy, status, bench):
     main.add_command(command)

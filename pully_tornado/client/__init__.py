@@ -44,6 +44,7 @@ from .models import (
     PresenceEvent,
     Reconnecting,
     RecoveryFailed,
+    ServerSubscribed,
     Unsubscribed,
 )
 from .subscription import Subscription
@@ -76,6 +77,7 @@ __all__ = [
     "RecoveryFailed",
     "RequestTimeout",
     "ServerError",
+    "ServerSubscribed",
     "Subscription",
     "TooLarge",
     "Unavailable",

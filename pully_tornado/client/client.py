@@ -15,9 +15,7 @@ its ``exp``, so the node never has to close it for an expired token.
 from __future__ import annotations
 
 import asyncio
-import inspect
-import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from ..backoff import Backoff
@@ -41,14 +39,12 @@ from .models import (
     History,
     Message,
     PresenceEntry,
-    PresenceEvent,
     Reconnecting,
 )
 from .registry import Subscriptions
 from .subscription import MessageHandler, Subscription
-from .tokens import refresh_delay, token_expiry
+from .tokens import TokenProvider, current_token, keep_renewed, token_expiry
 
-TokenProvider = Callable[[], str | Awaitable[str]]
 Offline = Literal["wait", "fail"]
 
 
@@ -265,7 +261,7 @@ class Pully(EventSource):
         Raises :class:`BadRequest` (the node does not use tokens), :class:`Forbidden` (invalid,
         expired, or for another user), and as :meth:`publish`."""
         if token is None:
-            token = await self._token_value()
+            token = await current_token(self._token)
             if token is None:
                 raise ValueError("refresh() needs a token: this client has none")
         elif not callable(self._token):
@@ -311,18 +307,7 @@ class Pully(EventSource):
     # -- subscriptions ----------------------------------------------------------------------
 
     async def _unsubscribe(self, sub: Subscription, timeout: float | None) -> None:
-        registered = self._subs.remove(sub)
-        sub._end()
-        conn = self._conn
-        if not registered or conn is None or sub._sent_on is not conn or not conn.active:
-            return  # the node forgot it with the connection it was made on
-        try:
-            async with asyncio.timeout(self.timeout if timeout is None else timeout):
-                await conn.command({"type": "unsubscribe", "channel": sub.channel})
-        except ConnectionLost:
-            pass
-        except TimeoutError:
-            raise RequestTimeout(f"unsubscribe from {sub.channel!r}: no reply in time") from None
+        await self._subs.unsubscribe(sub, self._conn, self.timeout if timeout is None else timeout)
 
     # -- the connection task -----------------------------------------------------------------
 
@@ -333,8 +318,9 @@ class Pully(EventSource):
             url = self._peek_url()
             error: BaseException | None = None
             try:
-                token = await self._token_value()
-                conn = await Connection.open(url, token, self.ping_interval, self.timeout)
+                token = await current_token(self._token)
+                recover_url = self._subs.with_recover(url)  # server-side subscriptions' positions
+                conn = await Connection.open(recover_url, token, self.ping_interval, self.timeout)
             except asyncio.CancelledError:
                 raise
             except HandshakeRefused as exc:
@@ -364,15 +350,6 @@ class Pully(EventSource):
     def _peek_url(self) -> str:
         return self.urls[self._next_url % len(self.urls)]
 
-    async def _token_value(self) -> str | None:
-        token = self._token
-        if token is None or isinstance(token, str):
-            return token
-        value = token()
-        if inspect.isawaitable(value):
-            value = await value
-        return str(value)
-
     async def _session(self, conn: Connection, reconnect: bool, token: str | None) -> None:
         """Serve one connection: resubscribe, release waiting commands, read until it drops."""
         self._conn = conn
@@ -391,8 +368,12 @@ class Pully(EventSource):
         )
         renewer = None
         expires = token_expiry(token) if callable(self._token) else None
-        if expires is not None:
-            renewer = asyncio.ensure_future(self._renew_token(conn, expires))
+        if expires is not None and callable(self._token):
+            renewer = asyncio.ensure_future(
+                keep_renewed(
+                    conn, self._token, expires, lambda e: self._emit("error", ErrorEvent(e))
+                )
+            )
         try:
             code, reason = await conn.read(self._on_frame)
         finally:
@@ -407,39 +388,8 @@ class Pully(EventSource):
         self._conn = None
         self._emit("disconnected", Disconnected(conn.url, code, reason, True))
 
-    async def _renew_token(self, conn: Connection, expires: float | None) -> None:
-        """Renew the connection's token from the provider ahead of each ``exp``. When that
-        fails (the provider raises, the node refuses the new token, or the new one does not
-        expire later) it says so with an ``error`` event and stops: the node then closes the
-        connection at ``exp`` (4001) and reconnecting asks the provider again."""
-        while expires is not None:
-            await asyncio.sleep(refresh_delay(expires, time.time()))
-            try:
-                token = await self._token_value()
-                renewed = token_expiry(token)
-                if renewed is not None and renewed <= expires:
-                    raise ValueError(
-                        "the token provider returned a token that does not expire later than "
-                        "the current one: not renewed"
-                    )
-                await conn.command({"type": "refresh", "token": token})
-            except ConnectionLost:
-                return
-            except Exception as exc:
-                self._emit("error", ErrorEvent(exc))
-                return
-            expires = renewed
-
     def _on_frame(self, frame: dict[str, Any]) -> None:
-        kind = frame.get("type")
-        if kind == "message":
-            self._subs.on_message(frame)
-        elif kind == "unsubscribed":  # the node ended a subscription on its own
-            if self._conn is not None:
-                self._subs.on_unsubscribed(self._conn, frame)
-        elif kind == "join" or kind == "leave":
-            channel, client, user = frame.get("channel"), frame.get("client"), frame.get("user")
-            self._emit("presence", PresenceEvent(kind, str(channel), str(client), user))
+        self._subs.on_frame(self._conn, frame, lambda channel: Subscription(self, channel, None))
 
     def _log_frame(self, direction: Literal["in", "out"], frame: dict[str, Any]) -> None:
         if self._emitter.wants("frame"):

@@ -14,6 +14,7 @@ from .models import (
     PresenceEvent,
     Reconnecting,
     RecoveryFailed,
+    ServerSubscribed,
     Unsubscribed,
 )
 
@@ -21,7 +22,7 @@ Unlisten = Callable[[], None]
 EVENTS = frozenset(
     {
         "connected", "disconnected", "reconnecting", "error", "recovery_failed", "unsubscribed",
-        "presence", "frame",
+        "presence", "frame", "server_subscribed",
     }
 )  # fmt: skip
 
@@ -59,13 +60,18 @@ class EventSource:
     ) -> Unlisten: ...
     @overload
     def on(self, event: Literal["frame"], listener: Callable[[FrameEvent], object]) -> Unlisten: ...
+    @overload
+    def on(
+        self, event: Literal["server_subscribed"], listener: Callable[[ServerSubscribed], object]
+    ) -> Unlisten: ...
 
     def on(self, event: str, listener: Callable[[Any], object]) -> Unlisten:
         """Call ``listener`` (sync, or async: run as a task) with each event of that name.
 
         Events: ``connected``, ``disconnected``, ``reconnecting``, ``error``,
         ``recovery_failed``, ``unsubscribed`` (the node ended a subscription), ``presence``
-        (join/leave), ``frame`` (every frame, for logs).
+        (join/leave), ``frame`` (every frame, for logs), ``server_subscribed`` (the node
+        subscribed this client on its own).
         Returns a function that removes the listener. Raises ``ValueError`` for another name."""
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(sorted(EVENTS))}")

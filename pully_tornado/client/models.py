@@ -114,6 +114,19 @@ class RecoveryFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class ServerSubscribed:
+    """The node subscribed this client on its own (a server-side subscription: the token's or
+    the connect proxy's ``subscribe`` list, or the app's ``/api/subscribe``). ``subscription``
+    (``server`` True) is in :attr:`Pully.subscriptions`; iterate it for the messages. After a
+    reconnect the node renews those of the token's list, recovering what was missed
+    (``recovered``); the others end with the ``unsubscribed`` event (``not_renewed``)."""
+
+    channel: str
+    subscription: Subscription
+    recovered: bool | None
+
+
+@dataclass(frozen=True, slots=True)
 class Unsubscribed:
     """The node ended the subscription on its own, for ``reason`` (``forbidden``: a refreshed
     token no longer allows the channel). The subscription has ended as if

@@ -5,14 +5,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from ..backoff import Backoff
 from .connection import Connection
 from .emitter import Emitter
-from .errors import ConnectionLost, PullyClientError, RateLimited, Unavailable, server_error
-from .models import ErrorEvent, Position, RecoveryFailed, Unsubscribed
+from .errors import (
+    ConnectionLost,
+    PullyClientError,
+    RateLimited,
+    RequestTimeout,
+    Unavailable,
+    server_error,
+)
+from .models import (
+    ErrorEvent,
+    Position,
+    PresenceEvent,
+    RecoveryFailed,
+    ServerSubscribed,
+    Unsubscribed,
+)
 from .subscription import Subscription
 
 
@@ -57,6 +73,20 @@ class Subscriptions:
         del self._by_channel[sub.channel]
         return True
 
+    async def unsubscribe(self, sub: Subscription, conn: Connection | None, timeout: float) -> None:
+        """End ``sub`` and tell the node, on ``conn``, when that is where it was made."""
+        registered = self.remove(sub)
+        sub._end()
+        if not registered or conn is None or sub._sent_on is not conn or not conn.active:
+            return  # the node forgot it with the connection it was made on
+        try:
+            async with asyncio.timeout(timeout):
+                await conn.command({"type": "unsubscribe", "channel": sub.channel})
+        except ConnectionLost:
+            pass
+        except TimeoutError:
+            raise RequestTimeout(f"unsubscribe from {sub.channel!r}: no reply in time") from None
+
     def end_all(self, error: BaseException | None, failure: BaseException) -> None:
         """End every subscription (iterators raise ``error``; unconfirmed ones ``failure``)."""
         for sub in self:
@@ -65,6 +95,24 @@ class Subscriptions:
                 sub._ready.exception()
             sub._end(error)
         self._by_channel.clear()
+
+    def on_frame(
+        self,
+        conn: Connection | None,
+        frame: dict[str, Any],
+        make: Callable[[str], Subscription],
+    ) -> None:
+        """Dispatch a frame the node sent on its own (not a reply) read on ``conn``."""
+        kind = frame.get("type")
+        if kind == "message":
+            self.on_message(frame)
+        elif kind == "subscribed" and conn is not None:  # a server-side subscription
+            self.on_server_subscribed(conn, frame, make)
+        elif kind == "unsubscribed" and conn is not None:  # the node ended it on its own
+            self.on_unsubscribed(conn, frame)
+        elif kind == "join" or kind == "leave":
+            channel, client, user = frame.get("channel"), frame.get("client"), frame.get("user")
+            self._emitter.emit("presence", PresenceEvent(kind, str(channel), str(client), user))
 
     def on_message(self, frame: dict[str, Any]) -> None:
         sub = self._by_channel.get(str(frame.get("channel")))
@@ -77,6 +125,7 @@ class Subscriptions:
         if sub is None or sub._sent_on is not conn:
             return
         if frame.get("resubscribe") is True:
+            sub.server = False  # resent as the client's own (the node allows its token's list)
             self._emitter.spawn(self._resend(sub, conn), f"resubscribe {sub.channel}")
             return
         self.remove(sub)
@@ -84,8 +133,49 @@ class Subscriptions:
         reason = str(frame.get("reason") or "server")
         self._emitter.emit("unsubscribed", Unsubscribed(sub.channel, sub, reason))
 
+    # -- server-side subscriptions ---------------------------------------------------------------
+
+    def on_server_subscribed(
+        self, conn: Connection, frame: dict[str, Any], make: Callable[[str], Subscription]
+    ) -> None:
+        """The node subscribed this client on its own (``"server": true``, no ``id``)."""
+        channel = str(frame.get("channel"))
+        sub = self._by_channel.get(channel)
+        if sub is None or not sub.active:
+            sub = make(channel)
+            self.add(sub)
+        sub.server = True
+        sub._sent_on = conn
+        previous = sub.position
+        recovered = sub._on_subscribed(frame)
+        if not sub._ready.done():
+            sub._ready.set_result(None)
+        self._emitter.emit("server_subscribed", ServerSubscribed(channel, sub, recovered))
+        if recovered is False:
+            assert sub.position is not None
+            self._emitter.emit(
+                "recovery_failed", RecoveryFailed(channel, sub, previous, sub.position)
+            )
+
+    def with_recover(self, url: str) -> str:
+        """``url`` plus the handshake's ``recover`` parameter: where each server-side
+        subscription stands, so the node renews them from there (or ends them)."""
+        positions = {
+            s.channel: {"offset": s.position.offset, "epoch": s.position.epoch}
+            for s in self if s.server and s.position is not None
+        }  # fmt: skip
+        if not positions:
+            return url
+        parts = urlsplit(url)
+        query = [*parse_qsl(parts.query), ("recover", json.dumps(positions))]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+
     async def send_all(self, conn: Connection) -> None:
-        """Send every subscription not yet sent on ``conn``, those added meanwhile included."""
+        """Send every subscription not yet sent on ``conn``, those added meanwhile included
+        (server-side ones are the node's to renew: they are only marked as on ``conn``)."""
+        for sub in self:
+            if sub.server:
+                sub._sent_on = conn
         while unsent := [s for s in self if s._sent_on is not conn]:
             for sub in unsent:
                 await self.send(sub, conn)

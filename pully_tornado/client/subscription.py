@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .errors import PullyClientError, RequestTimeout
+from .errors import Forbidden, PullyClientError, RequestTimeout
 from .models import ErrorEvent, Message, Position
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class Subscription:
         self._ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._sent_on: object = None
         self._retries = 0
+        self.server = False  # a server-side subscription: the node made it, only it ends it
         if handler is not None:
             self._dispatcher = client._emitter.spawn(self._dispatch(handler), f"{channel} handler")
 
@@ -68,7 +69,12 @@ class Subscription:
 
         Tells the node when connected (waiting up to ``timeout``, the client's default when
         None); when disconnected there is nothing to tell: the next connection does not
-        resubscribe. Never raises for a lost connection."""
+        resubscribe. Never raises for a lost connection; raises :class:`Forbidden` for a
+        server-side subscription (``server``): only the app's backend ends those."""
+        if self.server and self.active:
+            raise Forbidden(
+                f"{self.channel!r} is a server-side subscription: only the server ends it"
+            )
         await self._client._unsubscribe(self, timeout)
 
     # -- iteration ---------------------------------------------------------------------------

@@ -61,27 +61,52 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self._buckets: dict[str, TokenBucket] = {}  # "publish", "subscribe": made on first use
         self._expiry: asyncio.TimerHandle | None = None
         self._awaiting_pong = False
+        self._recover: dict[str, protocol.Position] = {}  # ?recover=: server-side positions
+        self._proxied_id = ""  # the client id the connect proxy was told
 
     # -- handshake ---------------------------------------------------------------------------
 
-    def prepare(self) -> None:
+    def prepare(self) -> Awaitable[None] | None:
         """Refuse before upgrading: 403 to a browser page the origin rule refuses, 503 while
-        draining or full, 401 without a valid token.
+        draining or full, 401 without a valid token; without a token and with a connect proxy,
+        what the proxy says (returned as an awaitable: Tornado awaits it).
         (In ``prepare``, not ``get``: nothing of it stays on the connection's stack.)"""
         refusal = self._origin_refusal()  # first: another site's page learns nothing more
         if refusal is not None:
-            return self._refuse(Forbidden(refusal))
+            self._refuse(Forbidden(refusal))
+            return None
         if self.node.draining or self.node.full:
             why = "draining" if self.node.draining else "node is at PULLY_MAX_CONNECTIONS"
-            return self._refuse(Unavailable(f"not accepting connections: {why}"))
+            self._refuse(Unavailable(f"not accepting connections: {why}"))
+            return None
+        try:
+            self._recover = protocol.recover_positions(self.get_query_argument("recover", None))
+        except PullyError as exc:
+            self._refuse(exc)
+            return None
         secret = self.node.settings.jwt_secret
+        if self.node.hooks.connect_proxy is not None and (not secret or self._token() is None):
+            return self._admit_by_proxy()  # without a secret a token proves nothing: ask too
         if secret:
             try:
                 self._identity = authenticate(self._token(), secret)
             except Unauthorized as exc:
                 self.set_header("WWW-Authenticate", 'Bearer realm="pully"')
-                return self._refuse(exc)
+                self._refuse(exc)
+                return None
         return None
+
+    async def _admit_by_proxy(self) -> None:
+        proxy = self.node.hooks.connect_proxy
+        assert proxy is not None
+        self._proxied_id = secrets.token_urlsafe(12)
+        request = self.request
+        try:
+            self._identity = await proxy.admit(
+                self._proxied_id, request.headers, request.query_arguments
+            )
+        except PullyError as exc:
+            self._refuse(exc)
 
     def get_websocket_protocol(self) -> Any:
         return chunked_protocol(super().get_websocket_protocol())
@@ -113,7 +138,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         return None  # frames are built once per node and shared, which compression would defeat
 
     def open(self, *args: str, **kwargs: str) -> None:
-        self.client_id = secrets.token_urlsafe(12)
+        self.client_id = self._proxied_id or secrets.token_urlsafe(12)
         stream = getattr(self.ws_connection, "stream", None)
         if isinstance(stream, IOStream):
             stream.max_write_buffer_size = self.node.settings.max_buffer_bytes
@@ -121,6 +146,7 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         self.node.register(self, self._identity)
         self._schedule_expiry()
         self.send(protocol.welcome(self.client_id, self.node.id, self._identity.user))
+        self.node.subscriptions.subscribe_at_connect(self, self._identity, self._recover)
         events.info(
             "connected",
             extra={"event": "connect", "client": self.client_id, "user": self._identity.user,
@@ -153,7 +179,8 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
         if self._expiry is not None:
             self._expiry.cancel()
         if self.client_id:
-            self.node.unregister(self)
+            code = self.close_code
+            self.node.unregister(self, "connection lost" if code is None else f"closed {code}")
             events.info(
                 "disconnected",
                 extra={"event": "disconnect", "client": self.client_id,

@@ -1,0 +1,172 @@
+"""What every Redis topology shares: key names, the Lua scripts and the pub/sub payload format.
+
+Keys and channels, per Pully channel ``C`` (the ``{C}`` hash tag keeps them in one cluster slot,
+so every script touches one slot and, in a Redis Cluster, one shard):
+
+* ``pully:meta:{C}``: hash ``o`` (latest offset), ``e`` (epoch), ``r`` (replication id of the
+  master that wrote the epoch); expires after ``meta_ttl`` idle.
+* ``pully:hist:{C}``: stream of the last ``history_size`` messages (entry id ``<offset>-0``,
+  field ``d`` = the ``message`` frame); expires ``history_ttl`` after the last publish.
+* ``pully:ch:{C}``: the pub/sub channel (``PUBLISH`` on one Redis, ``SPUBLISH`` on a Cluster).
+  A publication travels as ``<offset> <epoch>\\n<frame>``; ``join``/``leave`` frames as
+  ``\\n<frame>``.
+* ``pully:pres:{C}`` (hash client -> info) and ``pully:presz:{C}`` (zset client -> expiry).
+
+Epochs and failover: every script that may hand out a position is given the replication id of
+the master it runs on (read by the link when it connected). When the channel's meta was written
+under another replication id, a replica has been promoted (or the slot moved) since, and the
+newest increments of the offset may be lost: the script starts a new epoch before it goes on, so
+no (epoch, offset) is ever handed out for two different messages. The stream is kept (what the
+new master has is still readable by ``history``), but a recovery across the change answers
+``recovered: false``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+# The epoch check every position-handing script starts with. KEYS[1] meta, KEYS[2] stream;
+# EPOCH = the epoch to create if none, REPLID = this master's replication id ('' unknown).
+_EPOCH_CHECK = r"""
+local meta = redis.call('HMGET', KEYS[1], 'e', 'r')
+local epoch = meta[1]
+if not epoch then
+  epoch = EPOCH
+  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0, 'r', REPLID)
+  redis.call('DEL', KEYS[2])
+elseif REPLID ~= '' and meta[2] ~= REPLID then
+  if meta[2] then  -- written under another master: its newest increments may be lost
+    epoch = EPOCH
+    redis.call('HSET', KEYS[1], 'e', epoch, 'r', REPLID)
+  else  -- written before the id was recorded (an older Pully): adopt it
+    redis.call('HSET', KEYS[1], 'r', REPLID)
+  end
+end
+"""
+
+# KEYS: meta, stream. ARGV: 1 message head (up to "offset":), 2 epoch to create if none,
+# 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none, and any kept is
+# dropped), 6 history TTL s, 7 replication id. 5 and 6 are per call (channel options).
+_PUBLISH = (
+    _EPOCH_CHECK.replace("EPOCH", "ARGV[2]").replace("REPLID", "ARGV[7]")
+    + r"""
+local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
+if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
+local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"}'
+if ARGV[5] ~= '0' then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'd', frame)
+  redis.call('EXPIRE', KEYS[2], ARGV[6])
+else
+  redis.call('DEL', KEYS[2])
+end
+redis.call('PUBLISH', ARGV[3], offset .. ' ' .. epoch .. '\n' .. frame)
+return {offset, epoch}
+"""
+)
+
+# KEYS: meta, stream. ARGV: 1 epoch to create if none, 2 meta TTL s ('0': none),
+# 3 'since' offset ('-1': none), 4 limit ('-1': all retained), 5 replication id.
+# Returns {offset, epoch, {id, {field, frame}}...} with entries oldest first.
+HISTORY_LUA = (
+    _EPOCH_CHECK.replace("EPOCH", "ARGV[1]").replace("REPLID", "ARGV[5]")
+    + r"""
+local offset = redis.call('HGET', KEYS[1], 'o')
+if ARGV[2] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[2]) end
+local entries
+if ARGV[3] ~= '-1' then
+  entries = redis.call('XRANGE', KEYS[2], '(' .. ARGV[3] .. '-0', '+')
+elseif ARGV[4] == '0' then
+  entries = {}
+elseif ARGV[4] == '-1' then
+  entries = redis.call('XRANGE', KEYS[2], '-', '+')
+else
+  entries = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', ARGV[4])
+  local n = #entries
+  for i = 1, math.floor(n / 2) do
+    entries[i], entries[n - i + 1] = entries[n - i + 1], entries[i]
+  end
+end
+return {tonumber(offset or '0'), epoch, entries}
+"""
+)
+
+# KEYS: presence hash, presence zset. ARGV: 1 client, 2 info, 3 expires at (unix s),
+# 4 key TTL s, 5 pub/sub channel, 6 join frame. Publishes the join only for a new member.
+_JOIN = r"""
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[2], ARGV[4])
+if new == 1 then redis.call('PUBLISH', ARGV[5], '\n' .. ARGV[6]) end
+return new
+"""
+
+# KEYS: presence hash, presence zset. ARGV: 1 client, 2 pub/sub channel, 3 leave frame.
+_LEAVE = r"""
+redis.call('ZREM', KEYS[2], ARGV[1])
+local gone = redis.call('HDEL', KEYS[1], ARGV[1])
+if gone == 1 then redis.call('PUBLISH', ARGV[2], '\n' .. ARGV[3]) end
+return gone
+"""
+
+# KEYS: presence hash, presence zset. ARGV: 1 now (unix s). Drops expired members first.
+PRESENCE_LUA = r"""
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if #expired > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+  redis.call('HDEL', KEYS[1], unpack(expired))
+end
+return redis.call('HVALS', KEYS[1])
+"""
+
+
+class Script:
+    def __init__(self, body: str) -> None:
+        self.body = body.encode()
+        self.sha = hashlib.sha1(self.body).hexdigest().encode()
+
+
+class Scripts:
+    """The scripts of one topology: ``publish_command`` is ``PUBLISH`` (one Redis, Sentinel) or
+    ``SPUBLISH`` (Cluster: the message travels only inside the shard owning the channel)."""
+
+    def __init__(self, publish_command: str = "PUBLISH") -> None:
+        def sharded(body: str) -> Script:
+            return Script(body.replace("'PUBLISH'", f"'{publish_command}'"))
+
+        self.publish = sharded(_PUBLISH)
+        self.history = Script(HISTORY_LUA)
+        self.join = sharded(_JOIN)
+        self.leave = sharded(_LEAVE)
+        self.presence = Script(PRESENCE_LUA)
+
+
+def meta_key(channel: str) -> str:
+    return f"pully:meta:{{{channel}}}"
+
+
+def history_key(channel: str) -> str:
+    return f"pully:hist:{{{channel}}}"
+
+
+def presence_keys(channel: str) -> list[str]:
+    return [f"pully:pres:{{{channel}}}", f"pully:presz:{{{channel}}}"]
+
+
+def pubsub_channel(channel: str) -> bytes:
+    return f"pully:ch:{{{channel}}}".encode()
+
+
+def control_channel(topic: str) -> bytes:
+    return f"pully:{topic}".encode()
+
+
+CONTROL_TOPICS = ("relationships", "control")
+
+
+def parse_history(reply: Any) -> tuple[int, str, list[int], list[bytes]]:
+    """The history script's reply: (offset, epoch, entry offsets, frames)."""
+    offset, epoch, entries = reply
+    offsets = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
+    return int(offset), epoch.decode(), offsets, [fields[1] for _, fields in entries]
