@@ -1,10 +1,12 @@
 """Who builds the ``message`` frame on Redis: the publish script, or every receiving node?
 
-Today the Redis publish script appends the offset and epoch to the head the publishing node built
-(``protocol.message_head``), stores that frame in history and publishes it, so every node hands
-the received bytes to ``on_publication`` as they are. The alternative: the script stores and
-publishes the compact ``<offset> <epoch>\\n<data>`` and each receiving node builds the frame with
-``protocol.message``. ``python -m bench.frame_tail`` measures both sides of that trade:
+Wave 1's publish script appended the offset and epoch to the head the publishing node built
+(``protocol.message_head``), stored that frame in history and published it, so every node
+handed the received bytes to ``on_publication`` as they were. Since wave 2 the script stores
+and publishes the data (``p<offset> <epoch>\\n<data>``) and each receiving node builds the
+frame with ``protocol.message`` (docs/performance.md, "Who builds the message frame", has the
+figures that decided it). ``python -m bench.frame_tail`` measures both sides of that trade,
+rebuilding wave 1's script from today's (``lua_frame_script``):
 
 (a) Redis CPU per publish, in a throwaway ``redis-server`` on a free port, with N subscriber
     connections (one per node of a cluster of N) reading every publication. Two scripts are
@@ -52,6 +54,7 @@ import hiredis
 import pully_tornado.broker
 from pully_tornado import protocol
 from pully_tornado.broker.base import new_epoch
+from pully_tornado.broker.redis_scripts import parse_publication
 from pully_tornado.settings import Settings
 
 from .procs import RedisProcess
@@ -83,20 +86,36 @@ def broker_publish_script() -> str:
     raise SystemExit("no publish script found in pully_tornado.broker: update bench/frame_tail.py")
 
 
+# Today's script (compact): the lines that store and publish the data, and the line after
+# which wave 1's built the frame.
+STORE_DATA = "offset .. '-0', 'p', ARGV[1])"
+PUBLISH_DATA = "'p' .. offset .. ' ' .. epoch .. '\\n' .. ARGV[1])"
+AFTER_OFFSET = "if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end"
+
+
 def compact_script(script: str) -> str:
-    """The same script, storing and publishing the data instead of the frame."""
-    if script.count(FRAME_LINE) != 1:
-        raise SystemExit("the publish script no longer builds the frame in one known line")
-    return script.replace(FRAME_LINE, "local frame = ARGV[1]")
+    """Today's script, checked to be the one these edits understand."""
+    for line in (STORE_DATA, PUBLISH_DATA, AFTER_OFFSET):
+        if script.count(line) != 1:
+            raise SystemExit(f"the publish script changed ({line!r}): update bench/frame_tail.py")
+    return script
+
+
+def lua_frame_script(script: str) -> str:
+    """Wave 1's script: builds the frame from the head in ``ARGV[1]``, stores and publishes it."""
+    return (
+        compact_script(script)
+        .replace(AFTER_OFFSET, f"{AFTER_OFFSET}\n{FRAME_LINE}")
+        .replace(STORE_DATA, "offset .. '-0', 'd', frame)")
+        .replace(PUBLISH_DATA, "offset .. ' ' .. epoch .. '\\n' .. frame)")
+    )
 
 
 def control_script(script: str) -> str:
     """The compact script that still builds the frame, and drops it (``--control``): what
     building the Lua string costs by itself."""
     built = FRAME_LINE.replace("local frame", "local unused")
-    return compact_script(script).replace(
-        "local frame = ARGV[1]", f"{built}\nlocal frame = ARGV[1]"
-    )
+    return compact_script(script).replace(AFTER_OFFSET, f"{AFTER_OFFSET}\n{built}")
 
 
 def command(*args: bytes | str) -> bytes:
@@ -237,7 +256,7 @@ def measure_redis(
         try:
             link = Link(redis.port)
             current = broker_publish_script()
-            scripts = {"lua-frame": current, "compact": compact_script(current)}
+            scripts = {"lua-frame": lua_frame_script(current), "compact": compact_script(current)}
             head = protocol.message_head(CHANNEL, data)
             first_args = {"lua-frame": head, "compact": data}
             if control:
@@ -276,18 +295,17 @@ class Events:
 
 
 def receive_frame(events: Events, channel: str, raw: bytes) -> None:
-    """What the subscriber link does today with a publication: the frame is ready."""
+    """What wave 1's subscriber link did with a publication: the frame is ready."""
     head, _, frame = raw.partition(b"\n")
     offset, _, epoch = head.partition(b" ")
     events.on_publication(channel, int(offset), epoch.decode(), frame)
 
 
 def receive_compact(events: Events, channel: str, raw: bytes) -> None:
-    """The alternative: the node builds the frame from the compact form."""
-    head, _, data = raw.partition(b"\n")
-    offset_raw, _, epoch_raw = head.partition(b" ")
-    offset, epoch = int(offset_raw), epoch_raw.decode()
-    events.on_publication(channel, offset, epoch, protocol.message(channel, data, offset, epoch))
+    """What the subscriber link does today: build the frame from the compact form."""
+    publication = parse_publication(channel, raw)
+    assert publication is not None
+    events.on_publication(channel, *publication)
 
 
 def time_receive(last: dict[str, bytes], loops: int, repeats: int) -> dict[str, list[float]]:
@@ -310,7 +328,7 @@ def check_messages(last: dict[str, bytes], data: bytes) -> None:
     data as is."""
     for name in ("lua-frame", "compact"):
         head, _, body = last[name].partition(b"\n")
-        offset, _, epoch = head.partition(b" ")
+        offset, _, epoch = head.removeprefix(b"p").partition(b" ")
         frame = protocol.message(CHANNEL, data, int(offset), epoch.decode())
         if body != (frame if name == "lua-frame" else data):
             raise SystemExit(f"{name}: unexpected publication {last[name][:200]!r}")

@@ -33,6 +33,7 @@ from .redis_scripts import (
     history_key,
     meta_key,
     parse_history,
+    parse_publication,
     presence_keys,
     pubsub_channel,
 )
@@ -137,7 +138,7 @@ class RedisBase(Broker):
         try:
             commands, (offset, epoch) = await self._run(
                 self._scripts.publish, [meta_key(channel), history_key(channel)],
-                [protocol.message_head(channel, data), new_epoch(), pubsub_channel(channel),
+                [data, new_epoch(), pubsub_channel(channel),
                  self._meta_ttl, size, ttl, REPLID],
             )  # fmt: skip
             if self._ack_replicas:
@@ -163,7 +164,7 @@ class RedisBase(Broker):
         reply = await self._idempotent(
             self._scripts.history, [meta_key(channel), history_key(channel)], args
         )
-        offset, epoch, offsets, messages = parse_history(reply)
+        offset, epoch, offsets, messages = parse_history(channel, reply)
         position = Position(offset, epoch)
         return History(position, messages, offsets, covered(since, position, offsets))
 
@@ -254,12 +255,11 @@ class RedisBase(Broker):
                 events = self._events
                 assert events is not None
                 if channel is not None:
-                    head, _, frame = reply[2].partition(b"\n")
-                    if head:
-                        offset, _, epoch = head.partition(b" ")
-                        events.on_publication(channel, int(offset), epoch.decode(), frame)
+                    publication = parse_publication(channel, reply[2])
+                    if publication is None:
+                        events.on_presence(channel, reply[2][1:])
                     else:
-                        events.on_presence(channel, frame)
+                        events.on_publication(channel, *publication)
                 elif reply[1] in self._control:
                     events.on_control(self._control[reply[1]], reply[2])
                 return

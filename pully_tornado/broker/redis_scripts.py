@@ -6,10 +6,19 @@ so every script touches one slot and, in a Redis Cluster, one shard):
 * ``pully:meta:{C}``: hash ``o`` (latest offset), ``e`` (epoch), ``r`` (replication id of the
   master that wrote the epoch); expires after ``meta_ttl`` idle.
 * ``pully:hist:{C}``: stream of the last ``history_size`` messages (entry id ``<offset>-0``,
-  field ``d`` = the ``message`` frame); expires ``history_ttl`` after the last publish.
+  field ``p`` = the message's data, as published); expires ``history_ttl`` after the last
+  publish.
 * ``pully:ch:{C}``: the pub/sub channel (``PUBLISH`` on one Redis, ``SPUBLISH`` on a Cluster).
-  A publication travels as ``<offset> <epoch>\\n<frame>``; ``join``/``leave`` frames as
+  A publication travels as ``p<offset> <epoch>\\n<data>``; ``join``/``leave`` frames as
   ``\\n<frame>``.
+
+Redis carries data and positions, never client frames: every node builds the ``message`` frame
+with ``protocol.message`` (the one builder), once per publication. Wave-1 nodes stored and
+published the frame itself (field ``d``, header ``<offset> <epoch>``); what they left in history
+is still read as it is, and a wave-1 publication still delivered (with a warning: the two
+versions must not share a Redis, docs/operations.md "Upgrading"). The ``p`` in front of the
+offset makes a wave-1 node fail loudly on a new publication rather than pass its data on as a
+frame.
 * ``pully:pres:{C}`` (hash client -> info) and ``pully:presz:{C}`` (zset client -> expiry).
 
 Epochs and failover: every script that may hand out a position is given the replication id of
@@ -23,8 +32,14 @@ new master has is still readable by ``history``), but a recovery across the chan
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import logging
 from typing import Any
+
+from .. import protocol
+
+logger = logging.getLogger("pully.broker.redis")
 
 # The epoch check every position-handing script starts with. KEYS[1] meta, KEYS[2] stream;
 # EPOCH = the epoch to create if none, REPLID = this master's replication id ('' unknown).
@@ -45,7 +60,7 @@ elseif REPLID ~= '' and meta[2] ~= REPLID then
 end
 """
 
-# KEYS: meta, stream. ARGV: 1 message head (up to "offset":), 2 epoch to create if none,
+# KEYS: meta, stream. ARGV: 1 the message's data (JSON), 2 epoch to create if none,
 # 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none, and any kept is
 # dropped), 6 history TTL s, 7 replication id. 5 and 6 are per call (channel options).
 _PUBLISH = (
@@ -53,14 +68,13 @@ _PUBLISH = (
     + r"""
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
-local frame = ARGV[1] .. offset .. ',"epoch":"' .. epoch .. '"}'
 if ARGV[5] ~= '0' then
-  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'd', frame)
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'p', ARGV[1])
   redis.call('EXPIRE', KEYS[2], ARGV[6])
 else
   redis.call('DEL', KEYS[2])
 end
-redis.call('PUBLISH', ARGV[3], offset .. ' ' .. epoch .. '\n' .. frame)
+redis.call('PUBLISH', ARGV[3], 'p' .. offset .. ' ' .. epoch .. '\n' .. ARGV[1])
 return {offset, epoch}
 """
 )
@@ -165,8 +179,38 @@ def control_channel(topic: str) -> bytes:
 CONTROL_TOPICS = ("relationships", "control")
 
 
-def parse_history(reply: Any) -> tuple[int, str, list[int], list[bytes]]:
-    """The history script's reply: (offset, epoch, entry offsets, frames)."""
+def parse_history(channel: str, reply: Any) -> tuple[int, str, list[int], list[bytes]]:
+    """The history script's reply: (offset, epoch, entry offsets, ``message`` frames)."""
     offset, epoch, entries = reply
-    offsets = [int(entry_id.split(b"-", 1)[0]) for entry_id, _ in entries]
-    return int(offset), epoch.decode(), offsets, [fields[1] for _, fields in entries]
+    offsets, frames = [], []
+    for entry_id, (field, value) in entries:
+        entry_epoch, entry_offset = epoch.decode(), int(entry_id.split(b"-", 1)[0])
+        offsets.append(entry_offset)
+        if field == b"p":
+            frames.append(protocol.message(channel, value, entry_offset, entry_epoch))
+        else:  # b"d": the frame a wave-1 node stored
+            frames.append(value)
+    return int(offset), epoch.decode(), offsets, frames
+
+
+def parse_publication(channel: str, message: bytes) -> tuple[int, str, bytes] | None:
+    """A pub/sub message of ``channel``'s: (offset, epoch, ``message`` frame) for a
+    publication, None for a ``join``/``leave`` frame (the text after the newline)."""
+    head, _, body = message.partition(b"\n")
+    if not head:
+        return None
+    if head[:1] == b"p":
+        offset, _, epoch = head[1:].partition(b" ")
+        position, name = int(offset), epoch.decode()
+        return position, name, protocol.message(channel, body, position, name)
+    offset, _, epoch = head.partition(b" ")  # a wave-1 node's: the frame itself
+    _warn_wave1()
+    return int(offset), epoch.decode(), body
+
+
+@functools.cache  # once per process
+def _warn_wave1() -> None:
+    logger.warning(
+        "a Pully node of an earlier version publishes on this Redis: mixed versions are not "
+        "supported (docs/operations.md, Upgrading); its publications are delivered as sent"
+    )
