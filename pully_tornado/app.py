@@ -18,6 +18,7 @@ import tornado.web
 
 from .errors import ConfigError, PullyError
 from .handlers import guards
+from .handlers.api import ApiHandler
 from .handlers.base import JsonHandler
 from .handlers.body_limit import BodyLimit
 from .handlers.health import HealthHandler
@@ -64,6 +65,8 @@ def make_app(node: Node) -> tornado.web.Application:
         [
             (r"/ws", WebSocketHandler, {**args, "outbox": Outbox()}),
             (r"/publish", PublishHandler, args),
+            *[(f"/api/{m}", ApiHandler, {**args, "method": m}) for m in node.api.methods],
+            (r"/api/.*", ApiHandler, args),
             (r"/relationships", RelationshipsHandler, args),
             (r"/healthz", HealthHandler, args),
             (r"/metrics", MetricsHandler, args),

@@ -98,6 +98,11 @@ class NodeCollector(Collector):
             value=node.broker.reconnects,
         )  # fmt: skip
         yield CounterMetricFamily(
+            "pully_idempotency_keys_forgotten", "Idempotency keys forgotten before their TTL "
+            "(the memory engine keeps 100,000 at most)",
+            value=node.broker.idempotency_keys_forgotten,
+        )  # fmt: skip
+        yield CounterMetricFamily(
             "pully_gaps_filled", "Messages this node recovered from history after a gap",
             value=node.subscriptions.gaps_filled,
         )  # fmt: skip

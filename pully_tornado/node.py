@@ -13,9 +13,12 @@ from typing import Any
 import orjson
 
 from . import __version__, protocol
+from .api.methods import ServerApi
 from .auth import ANONYMOUS, Identity
 from .broker import Broker, create_broker
 from .broker.base import History
+from .consumers.base import ConsumersCollector
+from .consumers.factory import create_consumers
 from .errors import BadRequest, Forbidden
 from .functions.pipeline import Pipeline
 from .hooks import Hooks
@@ -70,6 +73,9 @@ class Node:
             self.broker, self.relationships, self.pipeline, self.identity,
             settings.max_message_bytes,
         )  # fmt: skip
+        self.api = ServerApi(self)  # docs/server-api.md
+        self.consumers = create_consumers(settings, self.publisher)  # docs/consumers.md
+        self.metrics.registry.register(ConsumersCollector(self.consumers))
         self.disconnects: collections.Counter[str] = collections.Counter()
         self.connections: dict[Conn, Identity] = {}
         self._connections_gone = asyncio.Event()
@@ -85,9 +91,15 @@ class Node:
         self.keepalive.start()
         await self.relationships.start()
         await self.hooks.start()
+        self.api.survey.start()
+        for consumer in self.consumers:
+            consumer.start()
 
     async def close(self) -> None:
         """Stop everything: connections still open (normally drained before) are dropped."""
+        for consumer in self.consumers:
+            await consumer.close()
+        await self.api.survey.close()
         for conn in list(self.connections):
             conn.abort()
         await self._connections_closed(2.0)
@@ -140,6 +152,9 @@ class Node:
         self.hub.deliver_event(channel, payload)
 
     def on_control(self, topic: str, payload: bytes) -> None:
+        if topic == "control":
+            self.api.survey.on_message(payload)
+            return
         if topic != "relationships":
             return
         try:
@@ -243,5 +258,6 @@ class Node:
             "channels": len(self.hub),
             "subscriptions": self.hub.subscriptions,
             "relationships": relationships,
+            "consumers": {consumer.kind: consumer.describe() for consumer in self.consumers},
             "uptime": round(time.time() - self.started_at, 3),
         }

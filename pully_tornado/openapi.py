@@ -14,6 +14,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from . import __version__
+from .api import openapi as api_openapi
+from .api.schemas import DATA
 from .protocol import CHANNEL_PATTERN
 from .relationships.schema import (
     FUNCTION_SCHEMAS,
@@ -59,7 +61,12 @@ class PublishBodySchema(Schema):
         unknown = INCLUDE  # like WebSocket frames: unknown fields are ignored
 
     channel = fields.String(required=True, validate=validate.Regexp(f"^{CHANNEL_PATTERN}$"))
-    data = fields.Raw(required=True, allow_none=True, metadata={"description": "any JSON value"})
+    data = fields.Raw(required=True, allow_none=True, metadata={"description": DATA})
+    idempotency_key = fields.String(
+        validate=validate.Length(1, 64), allow_none=True,
+        metadata={"description": "a repeat within PULLY_IDEMPOTENCY_TTL publishes nothing and "
+                                 "gets the first publication's offset and epoch"},
+    )  # fmt: skip
 
 
 class PublishedSchema(Schema):
@@ -96,6 +103,17 @@ class RelationshipsStateSchema(Schema):
     split_reason = fields.String(metadata={"description": "present when split"})
 
 
+class ConsumerStateSchema(Schema):
+    state = fields.String(
+        required=True, validate=validate.OneOf(["starting", "connected", "reconnecting", "stopped"])
+    )
+    last_error = fields.String(required=True, allow_none=True)
+    reconnects = fields.Integer(required=True)
+    consumed = fields.Integer(required=True)
+    failed = fields.Integer(required=True, metadata={"description": "transient: tried again"})
+    dead_lettered = fields.Integer(required=True)
+
+
 class HealthSchema(Schema):
     status = fields.String(
         required=True, validate=validate.OneOf(["ok", "unavailable", "draining"])
@@ -109,6 +127,10 @@ class HealthSchema(Schema):
     channels = fields.Integer(required=True)
     subscriptions = fields.Integer(required=True)
     relationships = fields.Nested(RelationshipsStateSchema, required=True)
+    consumers = fields.Dict(
+        keys=fields.String(), values=fields.Nested(ConsumerStateSchema), required=True,
+        metadata={"description": "outbox / amqp consumers configured (docs/consumers.md)"},
+    )  # fmt: skip
     uptime = fields.Float(required=True)
 
 
@@ -239,5 +261,7 @@ def build() -> dict[str, Any]:
                                         "content": {media_type: {"schema": {"type": "string"}}}},
                                   304: {"description": "unchanged (If-None-Match)"}}},
         })  # fmt: skip
+    api_openapi.add_paths(spec, admin)
     document: dict[str, Any] = spec.to_dict()
+    api_openapi.one_target(document)
     return document

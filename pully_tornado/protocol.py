@@ -73,6 +73,7 @@ class Command:
     since: Position | None = None
     limit: int | None = None
     token: str = ""  # refresh
+    idempotency_key: str | None = None  # publish
 
 
 def is_valid_channel(name: object) -> bool:
@@ -90,6 +91,20 @@ def check_channel(name: object, field: str = "channel") -> str:
     return name
 
 
+MAX_IDEMPOTENCY_KEY: Final = 64
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """``key`` when it is absent (None) or a string of 1 to 64 characters, else the wire error."""
+    if key is None:
+        return None
+    if not isinstance(key, str) or not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise BadRequest(
+            f"field 'idempotency_key' must be a string of 1 to {MAX_IDEMPOTENCY_KEY} characters"
+        )
+    return key
+
+
 # orjson reads integers in [-2**63, 2**64 - 1] exactly and any larger one as a float, which would
 # change the data. Only a run of 19 or more digits can be out of that range, so the exact check
 # (stdlib json, slow) runs only for bodies that contain one.
@@ -98,10 +113,10 @@ _INT_MIN: Final = -(2**63)
 _INT_MAX: Final = 2**64 - 1
 
 
-def check_exact_numbers(raw: str | bytes, field: str = "data") -> None:
+def check_exact_numbers(raw: str | bytes, field: str | None = "data") -> None:
     """Raise :class:`BadRequest` naming the place if the JSON text ``raw`` holds, under its
     ``field`` member, an integer orjson cannot carry exactly (beyond 64 bits): Pully delivers
-    data exactly as sent or refuses it, never rounded."""
+    data exactly as sent or refuses it, never rounded. ``field`` None: anywhere in it."""
     text = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
     if _LONG_DIGITS.search(text) is None:
         return
@@ -109,8 +124,8 @@ def check_exact_numbers(raw: str | bytes, field: str = "data") -> None:
         doc = json.loads(text)
     except ValueError:
         return  # orjson accepted it; stdlib json disagreeing is not this check's business
-    if isinstance(doc, dict) and field in doc:
-        where = _inexact_int(doc[field], field)
+    if field is None or (isinstance(doc, dict) and field in doc):
+        where = _inexact_int(doc, "body") if field is None else _inexact_int(doc[field], field)
         if where is not None:
             raise BadRequest(
                 f"field '{where}' is an integer beyond 64 bits, which JSON clients cannot carry "
@@ -211,7 +226,8 @@ def decode(raw: str | bytes, max_bytes: int) -> Command:
             if "data" not in frame:
                 raise BadRequest("field 'data' is required in publish (null is allowed)")
             check_exact_numbers(raw)
-            return Command(kind, rid, channel, data=encode_data(frame["data"]))
+            key = check_idempotency_key(frame.get("idempotency_key"))
+            return Command(kind, rid, channel, data=encode_data(frame["data"]), idempotency_key=key)
         if kind == "subscribe" and frame.get("since") is not None:
             return Command(kind, rid, channel, since=_since(frame["since"]))
         if kind == "history" and frame.get("limit") is not None:

@@ -45,19 +45,31 @@ class Publisher:
         self._max_message_bytes = max_message_bytes
         self.results: collections.Counter[str] = collections.Counter()  # by outcome or code
 
-    async def publish(self, channel: str, data: bytes, conn: Conn | None = None) -> Published:
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        conn: Conn | None = None,
+        *,
+        idempotency_key: str | None = None,
+    ) -> Published:
         """Publish JSON ``data`` to ``channel``: returns the assigned position once the broker
-        has it. ``conn`` (None for the admin HTTP API) must be allowed to publish there.
-        Raises ``PullyError`` subclasses (``unavailable`` when the broker is down)."""
+        has it. ``conn`` (None for the server API and consumers) must be allowed to publish
+        there. A repeat of ``idempotency_key`` on ``channel`` within the channel's idempotency
+        TTL publishes nothing and returns the first publication's position (the functions run
+        again; their result is not published). Raises ``PullyError`` subclasses
+        (``unavailable`` when the broker is down)."""
         try:
-            published = await self._publish(channel, data, conn)
+            published = await self._publish(channel, data, conn, idempotency_key)
         except PullyError as exc:
             self.results[exc.code] += 1
             raise
         self.results["dropped" if published.dropped else "ok"] += 1
         return published
 
-    async def _publish(self, channel: str, data: bytes, conn: Conn | None) -> Published:
+    async def _publish(
+        self, channel: str, data: bytes, conn: Conn | None, key: str | None
+    ) -> Published:
         if conn is not None and not self._identity(conn).may_publish(channel):
             raise Forbidden(f"not allowed to publish to {channel!r}")
         relationships = self._relationships.require()  # one document for the whole pipeline
@@ -74,8 +86,8 @@ class Publisher:
                 f"the functions made the message {len(result)} bytes; the limit is "
                 f"{self._max_message_bytes} (PULLY_MAX_MESSAGE_BYTES)"
             )
-        return Published(
-            await self._broker.publish(
-                channel, result, history_size=options.history_size, history_ttl=options.history_ttl
-            )
-        )
+        position = await self._broker.publish(
+            channel, result, history_size=options.history_size, history_ttl=options.history_ttl,
+            idempotency_key=key, idempotency_ttl=options.idempotency_ttl,
+        )  # fmt: skip
+        return Published(position)

@@ -3,9 +3,8 @@
 Every setting has an environment variable (``PULLY_*``) and a flag of the same name
 (``--max-message-bytes`` for ``PULLY_MAX_MESSAGE_BYTES``); a flag wins over the variable.
 A bad value raises :class:`~pully_tornado.errors.ConfigError` naming the variable, which the
-CLI prints as one line before exiting with status 2. The value parsers and the generic loading
-live in :mod:`.config_values`; the settings only the AWS commands read (stack, Lambda role) in
-:mod:`.deploy.options`.
+CLI prints as one line before exiting with status 2. Parsers and loading: :mod:`.config_values`;
+the AWS commands' own settings (stack, Lambda role): :mod:`.deploy.options`.
 """
 
 from __future__ import annotations
@@ -20,8 +19,10 @@ from typing import Any
 
 from . import config_values as values
 from .config_values import Option
+from .consumer_options import CONSUMER_OPTIONS
 from .errors import ConfigError
 from .hook_options import HOOK_OPTIONS, check_hook_settings
+from .limit_options import LIMIT_OPTIONS
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -126,6 +127,23 @@ OPTIONS: tuple[Option, ...] = (
         "in-process broker keeps a channel while it has subscribers or history.",
     ),
     Option(
+        "idempotency_ttl",
+        "PULLY_IDEMPOTENCY_TTL",
+        values.number(1),
+        "300",
+        "Seconds a publish's idempotency_key is remembered: a repeat of (channel, key) within "
+        "it publishes nothing and gets the first ack (docs/reliability.md); per channel: "
+        "relationships options.",
+    ),
+    Option(
+        "api_timeout",
+        "PULLY_API_TIMEOUT",
+        values.number(0.05),
+        "2",
+        "Seconds a cluster-wide server API call waits for the other nodes; those that did "
+        "not answer by then are named in its missing_nodes (docs/server-api.md).",
+    ),
+    Option(
         "presence_channels",
         "PULLY_PRESENCE_CHANNELS",
         values.globs(values.channel_glob_problem),
@@ -139,43 +157,7 @@ OPTIONS: tuple[Option, ...] = (
         "60",
         "Seconds a presence entry outlives its node (a crashed node's clients vanish then).",
     ),
-    Option(
-        "publish_rate",
-        "PULLY_PUBLISH_RATE",
-        values.number(0),
-        "100",
-        "Publishes per second allowed per connection (0: unlimited).",
-    ),
-    Option(
-        "publish_burst",
-        "PULLY_PUBLISH_BURST",
-        values.integer(1),
-        "200",
-        "Publishes a connection may send at once above the rate; this many refused in a "
-        "row close it (4029).",
-    ),
-    Option(
-        "subscribe_rate",
-        "PULLY_SUBSCRIBE_RATE",
-        values.number(0),
-        "50",
-        "Subscribes plus unsubscribes per second allowed per connection (0: unlimited).",
-    ),
-    Option(
-        "subscribe_burst",
-        "PULLY_SUBSCRIBE_BURST",
-        values.integer(1),
-        "1000",
-        "Subscribes a connection may send at once above the rate (a reconnecting client "
-        "resubscribes everything at once); this many refused in a row close it (4029).",
-    ),
-    Option(
-        "max_subscriptions",
-        "PULLY_MAX_SUBSCRIPTIONS",
-        values.integer(1),
-        "1000",
-        "Channels one connection may subscribe to.",
-    ),
+    *LIMIT_OPTIONS,  # PULLY_PUBLISH_RATE ... PULLY_MAX_SUBSCRIPTIONS: limit_options.py
     Option(
         "max_connections",
         "PULLY_MAX_CONNECTIONS",
@@ -278,7 +260,7 @@ OPTIONS: tuple[Option, ...] = (
     ),
 )
 
-OPTIONS += HOOK_OPTIONS  # PULLY_CONNECT_PROXY_URL ... PULLY_WEBHOOK_QUEUE: docs/hooks.md
+OPTIONS += HOOK_OPTIONS + CONSUMER_OPTIONS  # docs/hooks.md, docs/consumers.md
 _BY_FIELD = {o.field: o for o in OPTIONS}
 
 
@@ -303,6 +285,8 @@ class Settings:
     history_size: int = values.FROM_OPTIONS
     history_ttl: float = values.FROM_OPTIONS
     meta_ttl: float = values.FROM_OPTIONS
+    idempotency_ttl: float = values.FROM_OPTIONS
+    api_timeout: float = values.FROM_OPTIONS
     presence_channels: tuple[str, ...] = values.FROM_OPTIONS
     presence_ttl: float = values.FROM_OPTIONS
     publish_rate: float = values.FROM_OPTIONS
@@ -334,6 +318,14 @@ class Settings:
     webhook_events: frozenset[str] = values.FROM_OPTIONS
     webhook_secret: str | None = values.FROM_OPTIONS
     webhook_queue: int = values.FROM_OPTIONS
+    outbox_dsn: str | None = values.FROM_OPTIONS
+    outbox_table: str = values.FROM_OPTIONS
+    outbox_partitions: int = values.FROM_OPTIONS
+    outbox_batch_size: int = values.FROM_OPTIONS
+    outbox_poll_interval: float = values.FROM_OPTIONS
+    amqp_url: str | None = values.FROM_OPTIONS
+    amqp_queue: str = values.FROM_OPTIONS
+    amqp_prefetch: int = values.FROM_OPTIONS
 
     def __post_init__(self) -> None:
         if not self.node_id:

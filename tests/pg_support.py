@@ -43,9 +43,10 @@ class PostgresCluster:
         data, log = str(self.directory / "data"), str(self.directory / "log")
         self._run(_bin("pg_ctl"), "-D", data, "-l", log, "-o", options, "-w", "-t", "30", "start")
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """``pg_ctl stop -m mode``: ``immediate`` is a crash (no shutdown checkpoint)."""
         data = str(self.directory / "data")
-        self._run(_bin("pg_ctl"), "-D", data, "-m", "fast", "-w", "-t", "30", "stop")
+        self._run(_bin("pg_ctl"), "-D", data, "-m", mode, "-w", "-t", "30", "stop")
 
 
 @contextmanager

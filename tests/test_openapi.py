@@ -27,10 +27,12 @@ pytestmark = pytest.mark.slow
 
 def served_routes() -> dict[str, set[str]]:
     """Every route of the node's application, with the methods its handler implements (HEAD
-    and OPTIONS aside)."""
+    and OPTIONS aside); not the catch-all that answers an unknown server API method 404."""
     routes: dict[str, set[str]] = {}
     for rule in make_app(Node(Settings.load(environ={}))).wildcard_router.rules:
         handler = rule.target
+        if rule.matcher.reverse() == "/api/.*":
+            continue
         assert isinstance(handler, type) and issubclass(handler, RequestHandler), handler
         path = rule.matcher.reverse()
         assert path is not None, rule
@@ -88,10 +90,15 @@ def test_the_live_node_matches_its_openapi_document(
     wrapped = isinstance(case.body, dict) and "relationshipString" in case.body
     excluded = [positive_data_acceptance] if wrapped else []
     response = case.call(base_url=api_node.url)
+    if response.status_code == 400 and "beyond 64 bits" in response.text:
+        # Documented for data: an integer JSON Schema allows but JSON clients cannot carry
+        # exactly (past 64 bits) is refused, never rounded.
+        excluded.append(positive_data_acceptance)
     if response.status_code == 502:
         # Documented: the generated relationships attach functions that do not exist, and a
         # publish through them fails as function_failed. Any other 5xx is still a failure.
         body = response.json()
+        body = body.get("error", body)  # /api/* errors: {"error": {"code", "message"}}
         assert body["code"] == "function_failed" and "no functions/" in body["message"], body
         excluded.append(not_a_server_error)
     case.validate_response(response, excluded_checks=excluded)

@@ -62,6 +62,8 @@ class Broker(abc.ABC):
     published or subscribed then)."""
 
     kind: ClassVar[str]
+    # idempotency keys forgotten before their TTL to bound memory (the memory engine's cap)
+    idempotency_keys_forgotten = 0
 
     @abc.abstractmethod
     async def start(self, events: BrokerEvents) -> None:
@@ -101,6 +103,8 @@ class Broker(abc.ABC):
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Position:
         """Assign the next offset of ``channel``, append the message to its history and deliver
         ``data`` (JSON bytes) to every subscribed node, atomically. Returns its position.
@@ -108,7 +112,18 @@ class Broker(abc.ABC):
         ``history_size`` and ``history_ttl`` are the channel's history window from its
         ``options`` (None: the broker's ``PULLY_HISTORY_SIZE`` / ``PULLY_HISTORY_TTL``). They
         apply from this publish on: history is trimmed to the last ``history_size`` messages
-        (0 drops it) and kept ``history_ttl`` seconds after this publish."""
+        (0 drops it) and kept ``history_ttl`` seconds after this publish.
+
+        With ``idempotency_key``, a publish of the same (channel, key) within
+        ``idempotency_ttl`` seconds (None: ``PULLY_IDEMPOTENCY_TTL``) of the first publishes
+        nothing and returns the first one's position, decided atomically with the publish: of
+        two nodes racing with one key, one publishes."""
+
+    @abc.abstractmethod
+    async def history_remove(self, channel: str) -> None:
+        """Drop ``channel``'s history and position: its next publication starts a new epoch
+        at offset 1 (subscribers following the old one are told ``insufficient_state`` by
+        their node and resubscribe; a recovery across it answers ``recovered: false``)."""
 
     async def position(self, channel: str) -> Position:
         """The channel's latest position; creates the channel's epoch if it has none yet, so the

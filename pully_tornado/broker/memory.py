@@ -11,6 +11,11 @@ from ..settings import Settings
 from ..tasks import stop
 from .base import Broker, BrokerEvents, History, Position, covered, new_epoch
 
+# Idempotency keys remembered at most (about 200 bytes each): past it the oldest is forgotten
+# before its TTL and counted (``idempotency_keys_forgotten``), so a flood of unique keys cannot
+# grow the process without bound. Redis keeps every key its TTL (bounded by its maxmemory).
+MAX_IDEMPOTENCY_KEYS = 100_000
+
 
 class _Channel:
     __slots__ = ("epoch", "history", "offset", "published", "touched", "ttl")
@@ -41,6 +46,11 @@ class MemoryBroker(Broker):
         self._meta_ttl = settings.meta_ttl
         self._history_size = settings.history_size
         self._history_ttl = settings.history_ttl
+        self._idempotency_ttl = settings.idempotency_ttl
+        # (channel, key) -> (forgotten at, position), oldest first
+        self._seen: collections.OrderedDict[tuple[str, str], tuple[float, Position]] = (
+            collections.OrderedDict()
+        )
         self._channels: dict[str, _Channel] = {}
         self._subscribed: set[str] = set()
         # The epoch a channel created now gets, and what a channel nobody uses reports. It
@@ -92,7 +102,13 @@ class MemoryBroker(Broker):
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Position:
+        if idempotency_key is not None:
+            seen = self._seen.get((channel, idempotency_key))
+            if seen is not None and seen[0] > time.monotonic():
+                return seen[1]
         ch = self._channel(channel)
         ch.offset += 1
         ch.published = ch.touched
@@ -107,7 +123,18 @@ class MemoryBroker(Broker):
             ch.history = None
         if self._events is not None:
             self._events.on_publication(channel, ch.offset, ch.epoch, payload)
-        return Position(ch.offset, ch.epoch)
+        position = Position(ch.offset, ch.epoch)
+        if idempotency_key is not None:
+            self._remember(channel, idempotency_key, position, idempotency_ttl)
+        return position
+
+    def _remember(self, channel: str, key: str, position: Position, ttl: float | None) -> None:
+        until = time.monotonic() + (self._idempotency_ttl if ttl is None else ttl)
+        self._seen.pop((channel, key), None)  # an expired entry: the new one goes last
+        self._seen[(channel, key)] = (until, position)
+        if len(self._seen) > MAX_IDEMPOTENCY_KEYS:
+            self._seen.popitem(last=False)
+            self.idempotency_keys_forgotten += 1
 
     async def history(
         self, channel: str, since: Position | None = None, limit: int | None = None
@@ -126,6 +153,10 @@ class MemoryBroker(Broker):
             kept = list(retained)[-limit:] if limit else list(retained)
         offsets = [o for o, _ in kept]
         return History(position, [p for _, p in kept], offsets, covered(since, position, offsets))
+
+    async def history_remove(self, channel: str) -> None:
+        if channel in self._channels:
+            self._channels[channel] = _Channel(new_epoch())
 
     async def subscribe(self, channel: str) -> None:
         """Keep ``channel`` while it is subscribed (every publication in this process reaches
@@ -184,3 +215,6 @@ class MemoryBroker(Broker):
                     forgotten = forgotten or ch.offset > 0
             if forgotten:
                 self._fresh_epoch = new_epoch()
+            for entry, (until, _) in list(self._seen.items()):
+                if until <= now:
+                    del self._seen[entry]

@@ -36,6 +36,7 @@ from .redis_scripts import (
     parse_publication,
     presence_keys,
     pubsub_channel,
+    seen_key,
 )
 from .redis_subscriber import BATCH, Subscriber
 from .redis_url import RedisTarget
@@ -58,6 +59,7 @@ class RedisBase(Broker):
         self._meta_ttl = str(int(settings.meta_ttl))
         self._history_size = str(settings.history_size)
         self._history_ttl = str(max(1, int(settings.history_ttl)))
+        self._idempotency_ttl = settings.idempotency_ttl
         self._presence_ttl = settings.presence_ttl
         self._ack_replicas = 0  # PULLY_REDIS_ACK_REPLICAS is not wired yet (issue 13)
         self._scripts = Scripts(self.publish_command)
@@ -129,17 +131,23 @@ class RedisBase(Broker):
         *,
         history_size: int | None = None,
         history_ttl: float | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
     ) -> Position:
         if self._subscriber_for(pubsub_channel(channel)) is None:
             # our own subscribers could not receive it: do not ack
             raise Unavailable(self.problem or "redis is unreachable, message not published")
         size = self._history_size if history_size is None else str(history_size)
         ttl = self._history_ttl if history_ttl is None else str(max(1, int(history_ttl)))
+        keys = [meta_key(channel), history_key(channel)]
+        if idempotency_key is not None:
+            keys.append(seen_key(channel, idempotency_key))
+        remember = self._idempotency_ttl if idempotency_ttl is None else idempotency_ttl
         try:
             commands, (offset, epoch) = await self._run(
-                self._scripts.publish, [meta_key(channel), history_key(channel)],
-                [data, new_epoch(), pubsub_channel(channel),
-                 self._meta_ttl, size, ttl, REPLID],
+                self._scripts.publish, keys,
+                [data, new_epoch(), pubsub_channel(channel), self._meta_ttl, size, ttl, REPLID,
+                 str(max(1, round(remember)))],
             )  # fmt: skip
             if self._ack_replicas:
                 have = await commands.call(b"WAIT", self._ack_replicas, ACK_WAIT_MS)
@@ -167,6 +175,13 @@ class RedisBase(Broker):
         offset, epoch, offsets, messages = parse_history(channel, reply)
         position = Position(offset, epoch)
         return History(position, messages, offsets, covered(since, position, offsets))
+
+    async def history_remove(self, channel: str) -> None:
+        try:
+            keys = [meta_key(channel), history_key(channel)]
+            await self._run(self._scripts.history_remove, keys, [])
+        except (LinkDown, RedisReplyError) as exc:
+            raise Unavailable(f"redis is unreachable, history not removed ({exc})") from None
 
     async def run_script(self, body: bytes, keys: list[str], args: list[Any]) -> Any:
         """Run the Lua script ``body`` of another module (``hooks/occupancy.py``) once, where

@@ -20,6 +20,10 @@ versions must not share a Redis, docs/operations.md "Upgrading"). The ``p`` in f
 offset makes a wave-1 node fail loudly on a new publication rather than pass its data on as a
 frame.
 * ``pully:pres:{C}`` (hash client -> info) and ``pully:presz:{C}`` (zset client -> expiry).
+* ``pully:idem:{C}:<key>``: ``<offset> <epoch>`` of the publication made with idempotency key
+  ``<key>``, for the idempotency TTL: a repeat of the key publishes nothing and gets that
+  position back (decided in the publish script, so two nodes racing with one key cannot both
+  publish).
 
 Epochs and failover: every script that may hand out a position is given the replication id of
 the master it runs on (read by the link when it connected). When the channel's meta was written
@@ -60,11 +64,22 @@ elseif REPLID ~= '' and meta[2] ~= REPLID then
 end
 """
 
-# KEYS: meta, stream. ARGV: 1 the message's data (JSON), 2 epoch to create if none,
-# 3 pub/sub channel, 4 meta TTL s ('0': none), 5 history size ('0': none, and any kept is
-# dropped), 6 history TTL s, 7 replication id. 5 and 6 are per call (channel options).
+# KEYS: meta, stream, and the idempotency key's key when the publish has one. ARGV: 1 the
+# message's data (JSON), 2 epoch to create if none, 3 pub/sub channel, 4 meta TTL s ('0':
+# none), 5 history size ('0': none, and any kept is dropped), 6 history TTL s, 7 replication
+# id, 8 idempotency TTL s. 5, 6 and 8 are per call (channel options). A repeat of an
+# idempotency key returns the first publication's position and touches nothing else.
 _PUBLISH = (
-    _EPOCH_CHECK.replace("EPOCH", "ARGV[2]").replace("REPLID", "ARGV[7]")
+    r"""
+if #KEYS == 3 then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local space = string.find(seen, ' ', 1, true)
+    return {tonumber(string.sub(seen, 1, space - 1)), string.sub(seen, space + 1)}
+  end
+end
+"""
+    + _EPOCH_CHECK.replace("EPOCH", "ARGV[2]").replace("REPLID", "ARGV[7]")
     + r"""
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if ARGV[4] ~= '0' then redis.call('EXPIRE', KEYS[1], ARGV[4]) end
@@ -75,6 +90,7 @@ else
   redis.call('DEL', KEYS[2])
 end
 redis.call('PUBLISH', ARGV[3], 'p' .. offset .. ' ' .. epoch .. '\n' .. ARGV[1])
+if #KEYS == 3 then redis.call('SET', KEYS[3], offset .. ' ' .. epoch, 'EX', ARGV[8]) end
 return {offset, epoch}
 """
 )
@@ -104,6 +120,12 @@ end
 return {tonumber(offset or '0'), epoch, entries}
 """
 )
+
+# KEYS: meta, stream. The next use of the channel creates a new epoch (history_remove).
+HISTORY_REMOVE_LUA = r"""
+redis.call('DEL', KEYS[1], KEYS[2])
+return 0
+"""
 
 # KEYS: presence hash, presence zset. ARGV: 1 client, 2 info, 3 expires at (unix s),
 # 4 key TTL s, 5 pub/sub channel, 6 join frame. Publishes the join only for a new member.
@@ -151,6 +173,7 @@ class Scripts:
 
         self.publish = sharded(_PUBLISH)
         self.history = Script(HISTORY_LUA)
+        self.history_remove = Script(HISTORY_REMOVE_LUA)
         self.join = sharded(_JOIN)
         self.leave = sharded(_LEAVE)
         self.presence = Script(PRESENCE_LUA)
@@ -162,6 +185,10 @@ def meta_key(channel: str) -> str:
 
 def history_key(channel: str) -> str:
     return f"pully:hist:{{{channel}}}"
+
+
+def seen_key(channel: str, key: str) -> str:
+    return f"pully:idem:{{{channel}}}:{key}"
 
 
 def presence_keys(channel: str) -> list[str]:

@@ -1,20 +1,16 @@
 """The Pully client: one logical connection that survives drops, and the commands of protocol v1.
 
-Lifecycle: :meth:`Pully.connect` starts a background task that connects, and reconnects after
-every drop with full-jitter exponential backoff (:class:`~pully_tornado.backoff.Backoff`),
-rotating through the configured URLs. Each new connection first resubscribes every channel
-with ``since`` = the last position seen, so the node replays what was missed
-(``recovered: true``) or says it cannot
-(``recovered: false``, surfaced as the ``recovery_failed`` event); only then are waiting commands
-released. The client stops for good only on :meth:`Pully.close` or a handshake refused with 401
-or 403 (a token provider turns a 401 into another attempt with a fresh token). With a token
-provider the client also renews the token on the open connection (a ``refresh`` command) ahead of
-its ``exp``, so the node never has to close it for an expired token.
+:meth:`Pully.connect` starts a task that connects and reconnects after every drop with
+full-jitter backoff, rotating through the URLs; each new connection first resubscribes with
+``since`` (``recovered: true``, or the ``recovery_failed`` event), then releases waiting commands.
+It stops only on :meth:`Pully.close` or a 401/403 refusal (a token provider turns a 401 into
+another attempt); a token provider also renews the token in place ahead of its ``exp``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -29,6 +25,7 @@ from .errors import (
     NotConnected,
     PullyClientError,
     RequestTimeout,
+    Unavailable,
 )
 from .events import EventSource
 from .models import (
@@ -217,17 +214,18 @@ class Pully(EventSource):
             raise
         return sub
 
-    async def publish(self, channel: str, data: Any, *, timeout: float | None = None) -> int | None:
-        """Publish ``data`` (any JSON value) to ``channel``; return its offset once the node
-        acknowledged it (None: a channel function dropped it).
-
-        Never re-sent by the client. Raises the node's refusal (:class:`TooLarge`,
-        :class:`Forbidden`, :class:`RateLimited`, :class:`Unavailable`, ...),
-        :class:`NotConnected` (``offline="fail"``), :class:`ConnectionLost` or
-        :class:`RequestTimeout` (outcome unknown once sent), ``TypeError``/``ValueError`` for
-        data JSON cannot hold."""
-        frame = {"type": "publish", "channel": channel, "data": data}
-        reply = await self._command(frame, timeout, retry=False)
+    async def publish(
+        self, channel: str, data: Any, *, timeout: float | None = None, idempotency_key: str = ""
+    ) -> int | None:
+        """Publish ``data`` (any JSON value) to ``channel``; return its offset once acked (None:
+        a channel function dropped it). Sent with ``idempotency_key`` (default: a fresh random
+        one) and, after a lost connection or ``unavailable``, again with the same key until the
+        timeout: a retry never publishes twice. Raises the node's refusal (:class:`TooLarge`,
+        :class:`Forbidden`, ...), :class:`NotConnected` (``offline="fail"``),
+        :class:`RequestTimeout` (outcome unknown), ``TypeError``/``ValueError`` for bad data."""
+        key = idempotency_key or secrets.token_urlsafe(16)
+        frame = {"type": "publish", "channel": channel, "data": data, "idempotency_key": key}
+        reply = await self._command(frame, timeout, retry_unavailable=True)
         return None if reply.get("dropped") else int(reply["offset"])
 
     async def presence(self, channel: str, *, timeout: float | None = None) -> list[PresenceEntry]:
@@ -269,10 +267,12 @@ class Pully(EventSource):
         await self._command({"type": "refresh", "token": token}, timeout)
 
     async def _command(
-        self, frame: dict[str, Any], timeout: float | None, retry: bool = True
+        self, frame: dict[str, Any], timeout: float | None, retry_unavailable: bool = False
     ) -> dict[str, Any]:
-        """Send ``frame`` on the current connection and return its reply. ``retry``: send it
-        again on the next connection when this one drops before the reply (reads only)."""
+        """Send ``frame`` on the current connection and return its reply; send it again on the
+        next connection when this one drops before the reply, and (``retry_unavailable``)
+        after an ``unavailable`` refusal, with backoff, until the timeout."""
+        attempt = 0
         try:
             async with asyncio.timeout(self.timeout if timeout is None else timeout):
                 while True:
@@ -280,8 +280,12 @@ class Pully(EventSource):
                     try:
                         return await conn.command(frame)
                     except ConnectionLost:
-                        if not retry:
+                        pass
+                    except Unavailable:
+                        if not retry_unavailable:
                             raise
+                        await asyncio.sleep(self.backoff.delay(attempt))
+                        attempt += 1
         except TimeoutError:
             raise RequestTimeout(f"{frame['type']}: no reply in time") from None
 

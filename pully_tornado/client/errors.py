@@ -7,8 +7,8 @@ Two families sit under it:
   ``function_failed``, ``unavailable``, ``internal``): the node answered a command with an
   ``error`` frame. The connection is still open and usable.
 - Connection-level failures raised by the client itself: :class:`NotConnected` (fail-fast mode,
-  or the client is closed), :class:`ConnectionLost` (the connection dropped before the reply:
-  the command may or may not have taken effect), :class:`RequestTimeout`, and
+  or the client is closed), :class:`ConnectionLost` (the connection dropped before the reply;
+  :class:`Pully` re-sends the command instead), :class:`RequestTimeout`, and
   :class:`HandshakeRefused` (the node refused the WebSocket upgrade with an HTTP status).
 
 This module is the client's own: it imports nothing from the server (nor Tornado).
@@ -128,8 +128,9 @@ class ClientClosed(NotConnected):
 class ConnectionLost(PullyClientError):
     """The connection dropped after the command was sent and before its reply.
 
-    For a publish the outcome is unknown: the message may or may not have been published.
-    The client never re-sends a publish on its own, so it is never published twice by it.
+    :class:`Pully` sends the command again on its next connection (a publish with the same
+    idempotency key, so it is published at most once): callers see a :class:`RequestTimeout`
+    when no reply came in time, not this.
     """
 
 

@@ -1,5 +1,7 @@
-"""Consumers that feed channels from the app's own infrastructure (DESIGN Part 2).
+"""Consumers that feed channels from the app's own infrastructure (DESIGN Part 2,
+docs/consumers.md): the PostgreSQL outbox (:mod:`.outbox`, schema in :mod:`.outbox_schema`) and
+a RabbitMQ queue (:mod:`.amqp`), beside their shared base (:mod:`.base`).
 
-Only the PostgreSQL outbox schema (:mod:`.outbox_schema`) exists so far; the consuming loops
-(PostgreSQL, RabbitMQ) are not built yet.
+:func:`.factory.create_consumers` builds the configured ones; a consumer's module (and its
+client library) is imported only when its setting is set.
 """

@@ -6,8 +6,9 @@ from .base import JsonHandler
 
 
 class PublishHandler(JsonHandler):
-    """``POST /publish`` (admin): ``{"channel", "data"}`` takes the same path as a WebSocket
-    publish; answers ``{"channel", "offset", "epoch"}`` or ``{"channel", "dropped": true}``."""
+    """``POST /publish`` (admin): ``{"channel", "data", "idempotency_key"?}`` takes the same
+    path as a WebSocket publish; answers ``{"channel", "offset", "epoch"}`` or
+    ``{"channel", "dropped": true}``."""
 
     async def post(self) -> None:
         self.require_admin()
@@ -15,8 +16,11 @@ class PublishHandler(JsonHandler):
         channel = protocol.check_channel(body.get("channel"))
         if "data" not in body:
             raise BadRequest("field 'data' is required (null is allowed)")
+        key = protocol.check_idempotency_key(body.get("idempotency_key"))
         protocol.check_exact_numbers(self.request.body)
-        result = await self.node.publisher.publish(channel, protocol.encode_data(body["data"]))
+        result = await self.node.publisher.publish(
+            channel, protocol.encode_data(body["data"]), idempotency_key=key
+        )
         if result.position is None:
             self.write_json(200, {"channel": channel, "dropped": True})
         else:

@@ -294,7 +294,9 @@ class WebSocketHandler(tornado.websocket.WebSocketHandler):
             self.send(protocol.error(cmd.id, Internal("internal error")))
 
     async def _on_publish(self, cmd: Command) -> None:
-        result = await self.node.publisher.publish(cmd.channel, cmd.data, self)
+        result = await self.node.publisher.publish(
+            cmd.channel, cmd.data, self, idempotency_key=cmd.idempotency_key
+        )
         if result.position is None:
             self.send(protocol.reply("ack", cmd.id, channel=cmd.channel, dropped=True))
         else:

@@ -100,8 +100,8 @@ class ChannelOptionsSchema(Schema):
     )  # fmt: skip
     idempotency_ttl = JsonNumber(
         validate=validate.Range(min=0, min_inclusive=False, max=MAX_OPTION_TTL),
-        metadata={"description": "seconds a publish's idempotency key is remembered (stored "
-                                 "and validated; idempotent publishing is not built yet)"},
+        metadata={"description": "seconds a publish's idempotency key is remembered; "
+                                 "default PULLY_IDEMPOTENCY_TTL"},
     )  # fmt: skip
 
     @post_load
