@@ -163,6 +163,18 @@ def secret(raw: str) -> str | None:
     return raw or None
 
 
+def readable_file(raw: str) -> str | None:
+    """A path to a readable file, or None (unset)."""
+    if not raw:
+        return None
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read {raw!r}: {exc.strerror}") from None
+    return raw
+
+
 def boolean(raw: str) -> bool:
     value = raw.strip().lower()
     if value in ("1", "true", "yes", "on"):

@@ -49,7 +49,7 @@ class Node:
         self.hub = Hub()
         self.broker = broker if broker is not None else create_broker(settings)
         self.relationships = RelationshipsManager(
-            store or create_store(settings), self.id, self._send_relationships
+            store or create_store(settings, self.broker), self.id, self._send_relationships
         )
         self.keepalive = KeepAlive(
             settings.ping_interval,

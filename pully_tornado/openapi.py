@@ -80,6 +80,11 @@ class BrokerStateSchema(Schema):
     kind = fields.String(required=True, validate=validate.OneOf(["memory", "redis"]))
     state = fields.String(required=True, validate=validate.OneOf(["connected", "disconnected"]))
     reconnects = fields.Integer()
+    topology = fields.String(validate=validate.OneOf(["cluster", "sentinel"]),
+                             metadata={"description": "absent: one Redis (or memory)"})  # fmt: skip
+    shards = fields.List(fields.String(), metadata={"description": "cluster: shard masters"})
+    master = fields.String(metadata={"description": "sentinel: the master in use"})
+    problem = fields.String(metadata={"description": "why the broker cannot serve"})
 
 
 class StoreStateSchema(Schema):

@@ -23,6 +23,7 @@ from .consumer_options import CONSUMER_OPTIONS
 from .errors import ConfigError
 from .hook_options import HOOK_OPTIONS, check_hook_settings
 from .limit_options import LIMIT_OPTIONS
+from .redis_options import REDIS_OPTIONS
 
 KIB = 1024
 MIB = 1024 * 1024
@@ -42,8 +43,10 @@ OPTIONS: tuple[Option, ...] = (
         "PULLY_REDIS_URL",
         values.redis_url,
         "",
-        "Redis URL for cluster mode; unset runs the in-process broker (embedded mode).",
+        "Redis URL for cluster mode; unset runs the in-process broker (embedded mode): "
+        "redis://, rediss://, unix://, redis+cluster://, redis+sentinel:// (docs/redis.md).",
     ),
+    *REDIS_OPTIONS,  # PULLY_REDIS_TLS_CA ... PULLY_REDIS_ACK_REPLICAS: redis_options.py
     Option(
         "store",
         "PULLY_STORE",
@@ -274,6 +277,9 @@ class Settings:
     host: str = values.FROM_OPTIONS
     port: int = values.FROM_OPTIONS
     redis_url: str | None = values.FROM_OPTIONS
+    redis_tls_ca: str | None = values.FROM_OPTIONS
+    redis_tls_skip_verify: bool = values.FROM_OPTIONS
+    redis_ack_replicas: int = values.FROM_OPTIONS
     store: str = values.FROM_OPTIONS  # "": see store_url
     functions_dir: str = values.FROM_OPTIONS
     functions_runtime: str = values.FROM_OPTIONS

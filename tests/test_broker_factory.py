@@ -7,6 +7,8 @@ import pytest
 from pully_tornado.broker import create_broker
 from pully_tornado.broker.memory import MemoryBroker
 from pully_tornado.broker.redis import RedisBroker
+from pully_tornado.broker.redis_cluster import RedisClusterBroker
+from pully_tornado.broker.redis_sentinel import RedisSentinelBroker
 from pully_tornado.errors import ConfigError
 from pully_tornado.settings import Settings
 
@@ -23,11 +25,25 @@ def test_redis_schemes_are_the_redis_broker(url: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("url", "kind"),
+    [
+        ("redis+cluster://h1:7000,h2:7001", RedisClusterBroker),
+        ("rediss+cluster://cache.example:6379", RedisClusterBroker),
+        ("redis+sentinel://s1:26379,s2:26379/mymaster", RedisSentinelBroker),
+        ("rediss+sentinel://s1/mymaster/2", RedisSentinelBroker),
+    ],
+)
+def test_cluster_and_sentinel_schemes_have_their_engines(url: str, kind: type) -> None:
+    broker = create_broker(Settings(redis_url=url))
+    assert type(broker) is kind
+
+
+@pytest.mark.parametrize(
     ("url", "says"),
     [
-        ("redis+cluster://h:7000", "uses redis+cluster://, not supported yet"),
-        ("redis+sentinel://h:26379/mymaster", "uses redis+sentinel://, not supported yet"),
-        ("memcached://h:11211", "must be a redis://, rediss:// or unix:// URL"),
+        ("redis+sentinel://h:26379", "must name the master"),
+        ("redis+cluster://h:7000/3", "names a database: a Redis Cluster has only database 0"),
+        ("memcached://h:11211", "must be a redis://HOST:PORT/DB, redis+cluster://"),
     ],
 )
 def test_other_schemes_name_the_variable(url: str, says: str) -> None:

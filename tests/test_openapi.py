@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import urllib.request
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,7 @@ from pully_tornado.node import Node
 from pully_tornado.openapi import build
 from pully_tornado.settings import Settings
 
-from .support import PullyProcess
+from .support import PullyProcess, RedisServer, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +62,33 @@ def test_the_document_covers_every_http_route() -> None:
 
 
 @pytest.fixture(scope="module")
-def api_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullyProcess]:
-    node = PullyProcess(tmp_path_factory.mktemp("api"), name="api", env={"PULLY_PUBLISH_RATE": "0"})
-    node.start()
-    yield node
-    node.stop()
+def api_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[PullyProcess]]:
+    """Two `pully serve` nodes on one Redis: the server API's cluster-wide calls ask both."""
+    workdir = tmp_path_factory.mktemp("api")
+    redis_server = RedisServer(workdir / "redis").start()
+    env = {"PULLY_PUBLISH_RATE": "0"}
+    nodes = [PullyProcess(workdir, redis_server.url, env, name=f"api{n}") for n in range(2)]
+    try:
+        for node in nodes:
+            node.start()
+        wait_for(lambda: len(_info(nodes[0])["nodes"]) == 2, 15, what="both nodes known")
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        redis_server.kill()
+
+
+def _info(node: PullyProcess) -> dict[str, Any]:
+    request = urllib.request.Request(node.url + "/api/info", data=b"{}",
+                                     headers={"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return dict(orjson.loads(response.read())["result"])
+
+
+@pytest.fixture(scope="module")
+def api_node(api_cluster: list[PullyProcess]) -> PullyProcess:
+    return api_cluster[0]
 
 
 def test_the_live_node_serves_the_generated_document(api_node: PullyProcess) -> None:
@@ -104,7 +127,9 @@ def test_the_live_node_matches_its_openapi_document(
     case.validate_response(response, excluded_checks=excluded)
 
 
-def test_the_node_survived(api_node: PullyProcess) -> None:
-    health = api_node.health()
-    assert health is not None and health["status"] == "ok"
-    assert "Traceback" not in api_node.log()
+def test_the_nodes_survived(api_cluster: list[PullyProcess]) -> None:
+    for node in api_cluster:
+        health = node.health()
+        assert health is not None and health["status"] == "ok", health
+        assert "Traceback" not in node.log()
+    assert len(_info(api_cluster[0])["nodes"]) == 2

@@ -24,6 +24,7 @@ import redis
 from pully_tornado.broker import resp
 from pully_tornado.broker.resp import CommandLink, LinkDown, RedisReplyError, open_link
 
+from .cluster_support import tls_files
 from .support import RedisServer, free_port, wait_for
 
 SHORT = 0.5  # the command/connect timeout patched in where a test waits for one
@@ -82,18 +83,7 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def tls_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Path]]:
     """redis-server with TLS only, its certificate signed by a CA made for this module."""
-    d = tmp_path_factory.mktemp("tls")
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
-
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
-        "-subj", "/CN=pully test CA")  # fmt: skip
-    run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
-    (d / "ext.cnf").write_text("subjectAltName=DNS:localhost,IP:127.0.0.1\n")
-    run("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "ext.cnf")  # fmt: skip
+    d = tls_files(tmp_path_factory.mktemp("tls"))
     port = free_port()
     args = ["--port", "0", "--bind", "127.0.0.1", "--tls-port", str(port),
             "--tls-cert-file", str(d / "server.crt"), "--tls-key-file", str(d / "server.key"),

@@ -61,7 +61,7 @@ class RedisBase(Broker):
         self._history_ttl = str(max(1, int(settings.history_ttl)))
         self._idempotency_ttl = settings.idempotency_ttl
         self._presence_ttl = settings.presence_ttl
-        self._ack_replicas = 0  # PULLY_REDIS_ACK_REPLICAS is not wired yet (issue 13)
+        self._ack_replicas = settings.redis_ack_replicas
         self._scripts = Scripts(self.publish_command)
         self._channels: dict[bytes, str] = {}  # pub/sub channel -> Pully channel, wanted here
         self._control = {control_channel(t): t for t in CONTROL_TOPICS}
@@ -77,6 +77,10 @@ class RedisBase(Broker):
     @abc.abstractmethod
     def _commands_for(self, key: str) -> CommandLink:
         """The command link of the server that owns ``key``."""
+
+    def commands_for(self, key: str) -> CommandLink:
+        """The command link serving ``key`` (the relationships store shares it)."""
+        return self._commands_for(key)
 
     @abc.abstractmethod
     def _subscriber_for(self, key: bytes) -> Subscriber | None:

@@ -5,9 +5,6 @@
 * ``redis+cluster://[USER:PASSWORD@]H1:P1,H2:P2`` (``rediss+cluster://``): Redis Cluster seeds;
 * ``redis+sentinel://[USER:PASSWORD@]S1:P1,S2:P2/MASTER[/DB]`` (``rediss+sentinel://``).
 
-The Cluster and Sentinel forms are parsed here but refused by :func:`redis_url_problem` until
-their engines exist (issue 13).
-
 USER:PASSWORD (percent-encoded) authenticate to the Redis servers (``AUTH``; an ACL user, or
 only ``:PASSWORD``). ``?ssl_ca_certs=PATH`` in the URL, or ``PULLY_REDIS_TLS_CA``, names the CA
 that signed the servers' certificates; ``PULLY_REDIS_TLS_SKIP_VERIFY`` turns verification off.
@@ -169,9 +166,8 @@ def _db(text: str) -> int:
     return db
 
 
-# Topologies a broker serves today; the Cluster and Sentinel engines are not finished (issue 13).
-SUPPORTED = ("single",)
-SUPPORTED_FORMS = "redis://, rediss:// or unix:// URL"
+SUPPORTED = ("single", "cluster", "sentinel")
+SUPPORTED_FORMS = URL_FORMS
 
 
 def redis_url_problem(url: str) -> str | None:

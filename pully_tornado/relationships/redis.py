@@ -8,16 +8,19 @@ persistence (AOF or RDB) if the document must survive a Redis restart (until it 
 nodes keep running the document they have, and ``/healthz`` reports the split: see
 :mod:`.manager`).
 
-It talks to Redis over its own :class:`~pully_tornado.broker.resp.CommandLink` (the broker's
-pipelined connection, reconnected on demand and never retrying a command on its own)."""
+It talks to Redis over a :class:`~pully_tornado.broker.resp.CommandLink` (pipelined, reconnected
+on demand, never retrying a command on its own): the broker's, which knows where the key lives
+(the master Sentinel names, the shard of a Redis Cluster), when the store is the cluster's Redis
+(``PULLY_STORE=redis``); its own for a ``redis://`` URL."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
 
+from ..broker.redis_url import parse_redis_url
 from ..broker.resp import CommandLink, LinkDown, RedisReplyError
 from ..errors import Unavailable
 from .schema import InvalidRelationships, Relationships, digest, dumps, loads
@@ -39,14 +42,22 @@ SAVE_SHA = hashlib.sha1(SAVE_LUA).hexdigest().encode()
 
 
 class RedisStore(Store):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, commands_for: Callable[[str], CommandLink] | None = None) -> None:
         self._url = url
-        self._commands = CommandLink(url)
+        self._own = None if commands_for is not None else CommandLink(url)
+        self._commands_for = commands_for
+
+    @property
+    def _commands(self) -> CommandLink:
+        if self._commands_for is not None:
+            return self._commands_for(KEY)
+        assert self._own is not None
+        return self._own
 
     def describe(self) -> dict[str, Any]:
-        parts = urlsplit(self._url)
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-        db = parts.path.lstrip("/") if parts.scheme != "unix" else ""
+        target = parse_redis_url(self._url)
+        where = target.endpoint.path or ",".join(f"{h}:{p}" for h, p in target.seeds)
+        db = target.endpoint.db
         return {"kind": "redis", "server": where + (f"/{db}" if db else ""), "key": KEY}
 
     async def _call(self, *args: bytes | str | int) -> Any:
@@ -77,4 +88,5 @@ class RedisStore(Store):
         return int(version)
 
     async def close(self) -> None:
-        await self._commands.close()
+        if self._own is not None:  # the broker closes its own links
+            await self._own.close()

@@ -14,9 +14,10 @@ from .store import Store
 logger = logging.getLogger("pully.relationships")
 
 
-def create_store(settings: Settings) -> Store:
+def create_store(settings: Settings, broker: object = None) -> Store:
     """``PULLY_STORE`` (:attr:`Settings.store_url`): ``file://PATH``, ``s3://BUCKET/KEY``,
-    ``redis`` (the cluster's Redis) or a ``redis://`` URL; boto3 is imported only when used."""
+    ``redis`` (the cluster's Redis: through ``broker``'s links when it is a Redis broker) or a
+    ``redis://`` URL; boto3 is imported only when used."""
     url = settings.store_url
     parts = urlsplit(url)
     if parts.scheme == "s3":
@@ -28,7 +29,8 @@ def create_store(settings: Settings) -> Store:
 
         redis_url = settings.redis_url if url == "redis" else url
         assert redis_url, "Settings refuses PULLY_STORE=redis without PULLY_REDIS_URL"
-        return RedisStore(redis_url)
+        commands_for = getattr(broker, "commands_for", None) if url == "redis" else None
+        return RedisStore(redis_url, commands_for)
     from .file import FileStore
 
     if settings.mode == "cluster":
