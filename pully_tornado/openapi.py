@@ -259,6 +259,7 @@ def build() -> dict[str, Any]:
     for path, (summary, media_type) in {
         "/": ("The playground page", "text/html"),
         "/pully.js": ("The browser client, an ES module (docs/clients.md)", "text/javascript"),
+        "/admin": ("The admin page (docs/admin.md)", "text/html"),
     }.items():
         spec.path(path, operations={
             "get": {"summary": summary,

@@ -1,4 +1,5 @@
-"""``GET /`` (the playground page) and ``GET /pully.js`` (the browser client).
+"""``GET /`` (the playground page), ``GET /pully.js`` (the browser client) and ``GET /admin``
+(the admin page, docs/admin.md).
 
 Both files ship inside the package (``pully_tornado/static/``) and are read once when the
 routes are built, so serving them never touches the disk. Responses carry an ETag (Tornado
@@ -17,6 +18,7 @@ from .base import JsonHandler
 PAGES = {
     "/": ("index.html", "text/html; charset=utf-8"),
     "/pully.js": ("pully.js", "text/javascript"),
+    "/admin": ("admin.html", "text/html; charset=utf-8"),
 }
 
 
@@ -44,7 +46,7 @@ def read_static(name: str) -> bytes:
 
 
 def routes(node: Node) -> list[tuple[str, Any, dict[str, Any]]]:
-    """The playground page at ``/`` and the browser client at ``/pully.js``."""
+    """The playground page at ``/``, the browser client at ``/pully.js``, the admin page."""
     return [
         (path, StaticHandler, {"node": node, "body": read_static(name), "content_type": ctype})
         for path, (name, ctype) in PAGES.items()
