@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -68,6 +70,7 @@ def test_the_page_shows_the_cluster_and_acts_on_it(
     browser: Browser,  # noqa: F811
     nodes: list[PullyProcess],
     sockets: contextlib.ExitStack,
+    tmp_path: Path,
 ) -> None:
     first, second = nodes
     bob = user_socket(sockets, second, "bob", "lobby")
@@ -99,7 +102,14 @@ def test_the_page_shows_the_cluster_and_acts_on_it(
         next_message(bob)
     assert getattr(closed.value, "rcvd", None) is not None and closed.value.rcvd.code == 4003
     expect(lobby).to_contain_text("1")  # live refresh: only the other user is left
-    page.screenshot(path=str(ROOT / "docs" / "admin.png"))
+    # PULLY_UPDATE_SCREENSHOT=1 writes docs/admin.png (as tests/test_browser.py does)
+    shot = (
+        ROOT / "docs" / "admin.png"
+        if os.environ.get("PULLY_UPDATE_SCREENSHOT")
+        else tmp_path / "admin.png"
+    )
+    page.screenshot(path=str(shot))
+    assert shot.stat().st_size > 10_000
     assert evil is not None
     assert errors == []
     page.close()

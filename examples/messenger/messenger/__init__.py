@@ -1,0 +1,1 @@
+"""The messenger: a chat app built on Pully (examples/messenger/README.md)."""

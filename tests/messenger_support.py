@@ -1,0 +1,107 @@
+"""The messenger example (examples/messenger) running for real: a throwaway PostgreSQL cluster
+migrated with Alembic, a `pully serve` consuming its outbox, and the app under uvicorn."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .pg_support import PostgresCluster, postgres_cluster
+from .support import ROOT, PullyProcess, free_port, wait_for
+
+APP = ROOT / "examples" / "messenger"
+SECRET = "messenger-tests-pully-jwt-secret-0123456789"
+
+
+def alembic(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DATABASE_URL": dsn, "PYTHONPATH": str(APP)}
+    return subprocess.run(
+        [sys.executable, "-m", "alembic", "-c", str(APP / "alembic.ini"), *args],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+
+def create_database(cluster: PostgresCluster, name: str) -> str:
+    import psycopg
+
+    with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return cluster.dsn.rsplit("/", 1)[0] + f"/{name}"
+
+
+@dataclass
+class Messenger:
+    url: str
+    pully: PullyProcess
+    dsn: str
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        """An HTTP client (with the user's session token); all closed with the app."""
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=10)
+        self.clients.append(client)
+        return client
+
+    def register(self, name: str, password: str = "correct horse") -> tuple[int, httpx.Client]:
+        reply = self.client().post("/register", json={"name": name, "password": password})
+        assert reply.status_code == 201, reply.text
+        body: dict[str, Any] = reply.json()
+        return int(body["id"]), self.client(body["token"])
+
+
+@contextmanager
+def messenger(workdir: Path) -> Iterator[Messenger]:
+    with postgres_cluster() as cluster:
+        dsn = create_database(cluster, "messenger")
+        migrated = alembic(dsn, "upgrade", "head")
+        assert migrated.returncode == 0, migrated.stderr
+        pully_env = {"PULLY_OUTBOX_DSN": dsn, "PULLY_JWT_SECRET": SECRET,
+                     "PULLY_OUTBOX_POLL_INTERVAL": "0.2"}  # fmt: skip
+        node = PullyProcess(workdir, env=pully_env, name="pully")
+        node.start()
+        port = free_port()
+        env = {**os.environ, "DATABASE_URL": dsn, "PULLY_URL": node.url, "PYTHONPATH": str(APP),
+               "PULLY_WS_URLS": node.ws_url, "PULLY_JWT_SECRET": SECRET,
+               "APP_SECRET": "messenger-tests-app-secret"}  # fmt: skip
+        log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed below
+        app = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "messenger.app:create_app",
+             "--host", "127.0.0.1", "--port", str(port)],
+            env=env, cwd=APP, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(lambda: _answers(url, app), 20, what=f"the app\n{_tail(workdir)}")
+            running = Messenger(url, node, dsn)
+            yield running
+            for client in running.clients:
+                client.close()
+        finally:
+            app.terminate()
+            app.wait(10)
+            log.close()
+            node.stop()
+
+
+def _answers(url: str, app: subprocess.Popen[bytes]) -> bool:
+    assert app.poll() is None, "the app exited"
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+def _tail(workdir: Path) -> str:
+    path = workdir / "app.log"
+    return path.read_text(errors="replace")[-2000:] if path.exists() else ""
