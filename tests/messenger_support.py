@@ -65,11 +65,12 @@ def messenger(workdir: Path) -> Iterator[Messenger]:
         dsn = create_database(cluster, "messenger")
         migrated = alembic(dsn, "upgrade", "head")
         assert migrated.returncode == 0, migrated.stderr
+        port = free_port()
         pully_env = {"PULLY_OUTBOX_DSN": dsn, "PULLY_JWT_SECRET": SECRET,
-                     "PULLY_OUTBOX_POLL_INTERVAL": "0.2"}  # fmt: skip
+                     "PULLY_OUTBOX_POLL_INTERVAL": "0.2",
+                     "PULLY_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"}  # fmt: skip
         node = PullyProcess(workdir, env=pully_env, name="pully")
         node.start()
-        port = free_port()
         env = {**os.environ, "DATABASE_URL": dsn, "PULLY_URL": node.url, "PYTHONPATH": str(APP),
                "PULLY_WS_URLS": node.ws_url, "PULLY_JWT_SECRET": SECRET,
                "APP_SECRET": "messenger-tests-app-secret"}  # fmt: skip

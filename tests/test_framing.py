@@ -263,10 +263,12 @@ def test_any_bytes_get_whole_frames_and_a_clean_end(
 ) -> None:
     client = connect(node)
     try:
-        client.send(data, chunk=chunk)
-        try:
+        try:  # the node may close first (a close frame, a protocol error): allowed
+            client.send(data, chunk=chunk)
             client.sock.shutdown(socket.SHUT_WR)
-        except OSError as exc:  # the node closed first (a close frame, a protocol error)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        except OSError as exc:
             assert exc.errno == errno.ENOTCONN, exc
         got = client.frames_to_end()
         for i, received in enumerate(got):

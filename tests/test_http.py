@@ -156,3 +156,16 @@ async def test_without_a_token_only_loopback_callers_may_publish(node: Node) -> 
     finally:
         server.stop()
         await server.close_all_connections()
+
+
+@pytest.mark.gen_test
+async def test_only_the_browser_client_may_be_imported_from_other_origins(base: str) -> None:
+    """An app's page on its own origin imports /pully.js (a public file); nothing else of the
+    node is readable cross-origin."""
+    fetch = tornado.httpclient.AsyncHTTPClient().fetch
+    client = await fetch(base + "/pully.js", headers={"Origin": "http://app.example"})
+    assert client.headers["Access-Control-Allow-Origin"] == "*"
+    for path in ("/", "/admin", "/healthz"):
+        page = await fetch(base + path, headers={"Origin": "http://app.example"},
+                           raise_error=False)  # fmt: skip
+        assert "Access-Control-Allow-Origin" not in page.headers, path

@@ -34,6 +34,10 @@ class StaticHandler(JsonHandler):
         self.set_header("Content-Type", self.content_type)
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Content-Type-Options", "nosniff")
+        if self.content_type == "text/javascript":
+            # the client is public code: an app's page on another origin may import it (the
+            # WebSocket it then opens is still checked against PULLY_ALLOWED_ORIGINS)
+            self.set_header("Access-Control-Allow-Origin", "*")
         self.finish(self.body)
 
     def head(self) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
@@ -70,6 +70,17 @@ def create_app() -> FastAPI:
 
     Db = Annotated[Session, Depends(database)]
     Me = Annotated[int, Depends(me)]
+
+    @app.get("/")
+    def page() -> FileResponse:
+        return FileResponse(os.path.join(os.path.dirname(__file__), "static", "index.html"))
+
+    @app.get("/config")
+    def config() -> dict[str, Any]:
+        """Where the page finds Pully: its nodes, and pully-client served by the first."""
+        first = ws_urls[0] if ws_urls else ""
+        http = first.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
+        return {"urls": ws_urls, "pully_js": http.removesuffix("/ws") + "/pully.js"}
 
     @app.get("/health")
     def health() -> dict[str, str]:
