@@ -43,6 +43,7 @@ class Messenger:
     url: str
     pully: PullyProcess
     dsn: str
+    nodes: list[PullyProcess] = field(default_factory=list)
     clients: list[httpx.Client] = field(default_factory=list)
 
     def client(self, token: str | None = None) -> httpx.Client:
@@ -59,8 +60,20 @@ class Messenger:
         return int(body["id"]), self.client(body["token"])
 
 
+def push_relationships(node: PullyProcess) -> None:
+    """The example's relationships.json (typing:* never stored), as its run command pushes it."""
+    pushed = subprocess.run(
+        [sys.executable, "-m", "pully_tornado", "relationships", "push",
+         str(APP / "relationships.json"), "--url", node.url],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert pushed.returncode == 0, pushed.stdout + pushed.stderr
+
+
 @contextmanager
-def messenger(workdir: Path) -> Iterator[Messenger]:
+def messenger(workdir: Path, redis_url: str | None = None, nodes: int = 1) -> Iterator[Messenger]:
+    """The app with `nodes` Pully nodes (on `redis_url` when there are several), all consuming
+    the outbox; the page gets every node's URL, the app calls the last one's server API."""
     with postgres_cluster() as cluster:
         dsn = create_database(cluster, "messenger")
         migrated = alembic(dsn, "upgrade", "head")
@@ -69,10 +82,14 @@ def messenger(workdir: Path) -> Iterator[Messenger]:
         pully_env = {"PULLY_OUTBOX_DSN": dsn, "PULLY_JWT_SECRET": SECRET,
                      "PULLY_OUTBOX_POLL_INTERVAL": "0.2",
                      "PULLY_ALLOWED_ORIGINS": f"http://127.0.0.1:{port}"}  # fmt: skip
-        node = PullyProcess(workdir, env=pully_env, name="pully")
-        node.start()
+        started = [
+            PullyProcess(workdir, redis_url, env=pully_env, name=f"pully{n}").start()
+            for n in range(nodes)
+        ]  # fmt: skip
+        node = started[-1]
+        push_relationships(node)
         env = {**os.environ, "DATABASE_URL": dsn, "PULLY_URL": node.url, "PYTHONPATH": str(APP),
-               "PULLY_WS_URLS": node.ws_url, "PULLY_JWT_SECRET": SECRET,
+               "PULLY_WS_URLS": ",".join(n.ws_url for n in started), "PULLY_JWT_SECRET": SECRET,
                "APP_SECRET": "messenger-tests-app-secret"}  # fmt: skip
         log = open(workdir / "app.log", "wb")  # noqa: SIM115 - closed below
         app = subprocess.Popen(
@@ -83,7 +100,7 @@ def messenger(workdir: Path) -> Iterator[Messenger]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_for(lambda: _answers(url, app), 20, what=f"the app\n{_tail(workdir)}")
-            running = Messenger(url, node, dsn)
+            running = Messenger(url, node, dsn, started)
             yield running
             for client in running.clients:
                 client.close()
@@ -91,7 +108,8 @@ def messenger(workdir: Path) -> Iterator[Messenger]:
             app.terminate()
             app.wait(10)
             log.close()
-            node.stop()
+            for each in started:
+                each.stop()
 
 
 def _answers(url: str, app: subprocess.Popen[bytes]) -> bool:

@@ -26,11 +26,11 @@ WHEELHOUSE = Path(sys.prefix) / "wheelhouse"
 SECRET_WORDS = ("TOKEN", "SECRET", "PASSWORD", "KEY", "CREDENTIAL")
 
 
-def instructions() -> list[tuple[str, str]]:
+def instructions(dockerfile: Path = ROOT / "Dockerfile") -> list[tuple[str, str]]:
     """The Dockerfile as (INSTRUCTION, arguments), continuations joined, comments dropped."""
     out: list[tuple[str, str]] = []
     pending = ""
-    for raw in (ROOT / "Dockerfile").read_text().splitlines():
+    for raw in dockerfile.read_text().splitlines():
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

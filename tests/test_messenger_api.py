@@ -8,6 +8,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -102,6 +103,18 @@ async def test_messages_reach_members_through_the_outbox(app: Messenger) -> None
         assert dee.post(f"/chats/{chat['id']}/messages", json={"body": f"m{n}"}).status_code == 201
     for ws in (eve_ws, fay_ws):
         assert [m["data"]["body"] for m in await ws.messages(3)] == ["m0", "m1", "m2"]
+    # typing is live only: delivered, never stored (the example's relationships.json)
+    typing = f"typing:{chat['channel']}"
+    fay_tab = await connect_as(app, fay)  # eve's token predates the chat: fay's second tab
+    await fay_tab.subscribe(typing)
+    await fay_ws.publish(typing, {"user": "fay"})
+    [typed] = await fay_tab.messages(1)
+    assert typed["data"] == {"user": "fay"}
+    fay_tab.close()
+    stored = {ch: app.client().post(app.pully.url + "/api/history", json={"channel": ch}).json()
+              for ch in (typing, chat["channel"])}  # fmt: skip
+    assert stored[typing]["result"]["messages"] == []
+    assert len(stored[chat["channel"]]["result"]["messages"]) == 3
     # fay removed: her open connection is cut off from the chat at once
     assert dee.delete(f"/chats/{chat['id']}/members/{fay_id}").status_code == 204
     assert await fay_ws.recv() == {"type": "unsubscribed", "channel": chat["channel"],
@@ -137,6 +150,19 @@ def test_chat_rules(app: Messenger) -> None:
     assert added.json()["members"] == sorted([gus_id, hal_id])
     assert hal.delete(f"/chats/{chat['id']}/members/{gus_id}").status_code == 403
     assert hal.delete(f"/chats/{chat['id']}/members/{hal_id}").status_code == 204  # leaves
+
+
+def test_the_migration_holds_pullys_current_outbox_sql() -> None:
+    printed = subprocess.run(
+        [sys.executable, "-m", "pully_tornado", "outbox", "init", "--print"],
+        capture_output=True, text=True, timeout=30, check=True,
+    ).stdout  # fmt: skip
+    migration = (APP / "alembic" / "versions" / "0001_initial.py").read_text()
+    assert printed.strip() in migration
+    # the app's image installs requirements.txt alone: nothing of it imports Pully's package
+    for path in (APP / "messenger").rglob("*.py"):
+        assert "pully_tornado" not in path.read_text(), path
+    assert "pully_tornado" not in migration
 
 
 def test_migrations_go_up_and_down() -> None:
@@ -179,6 +205,8 @@ def test_the_run_command_starts_and_stops_everything(tmp_path: Path) -> None:
         with httpx.Client() as client:
             health = client.get(f"http://127.0.0.1:{pully_port}/healthz").json()
             assert health["consumers"]["outbox"]["state"] == "connected"
+            document = client.get(f"http://127.0.0.1:{pully_port}/relationships").json()
+            assert document["relationships"]["options"] == {"typing:*": {"history_size": 0}}
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.stdout is not None

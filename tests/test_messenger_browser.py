@@ -1,15 +1,20 @@
 """The messenger's page end to end, in headless Chromium: three users in three pages sign up,
 befriend each other, chat privately and in a group, see who is online; a member removed from
-the group stops receiving. Messages go app -> PostgreSQL outbox -> Pully -> the pages."""
+the group stops receiving; a page whose Pully node is SIGKILLed moves to the other node and shows
+every message once. Messages go app -> PostgreSQL outbox -> Pully -> the pages."""
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from .messenger_support import Messenger, messenger
+from .support import RedisServer
 from .test_browser import browser  # noqa: F401 - the module's Chromium
 
 pytestmark = pytest.mark.slow
@@ -92,3 +97,53 @@ def test_three_users_chat_privately_and_in_a_group(
     for user in (ann, bob, cy):
         assert user.errors == []
         user.page.close()
+
+
+def node_of(node_url: str, user_id: int) -> str:
+    """Which node holds the user's connection, by the server API's presence."""
+    reply = httpx.post(node_url + "/api/presence", json={"channel": f"user:{user_id}"}, timeout=5)
+    [entry] = reply.json()["result"]["clients"]
+    return str(entry["node"])
+
+
+def test_a_page_whose_node_is_killed_moves_to_the_other_and_misses_nothing(
+    browser: Browser,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    redis = RedisServer(tmp_path).start()
+    try:
+        with messenger(tmp_path, redis.url, nodes=2) as app:
+            first, second = app.nodes
+            ann, bob = User(browser, app, "ann"), User(browser, app, "bob")
+            ann.befriend(bob)
+            bob.open_friend("ann")
+            ann.open_friend("bob")
+            bob_id = int(bob.page.evaluate("JSON.parse(sessionStorage.messenger).id"))
+            assert node_of(second.url, bob_id) == f"pully0-{first.port}"
+            for n in range(3):
+                ann.send(f"before {n}")
+                bob.sees(f"before {n}")
+            first.signal(signal.SIGKILL)  # bob's node, and ann's
+            first.wait(10)
+            # while bob's page reconnects; delivered by the other node's outbox consumer
+            for n in range(5):
+                ann.send(f"during {n}")
+                ann.sees(f"during {n}")
+            expect(bob.page.locator("#status")).to_have_text("live", timeout=30_000)
+            for n in range(5):
+                bob.sees(f"during {n}")
+            ann.send("after")
+            bob.sees("after")
+            expect(bob.page.locator("#messages li")).to_have_count(9)
+            assert node_of(second.url, bob_id) == f"pully1-{second.port}"
+            trace = bob.page.evaluate("window.messengerTrace")
+            # every message came from Pully exactly once: recovered from history, not reloaded
+            assert sorted(trace["delivered"].values()) == [1] * 9, trace
+            assert [e["name"] for e in trace["events"]].count("recovery_failed") == 0, trace
+            last = {"name": "connected", "url": second.ws_url, "channel": None}
+            assert trace["events"][-1] == last
+            for user in (ann, bob):
+                assert user.errors == []
+                user.page.close()
+    finally:
+        redis.kill()

@@ -92,10 +92,15 @@ def main() -> None:
         pully_env = {**os.environ, "PULLY_OUTBOX_DSN": dsn, "PULLY_JWT_SECRET": secret,
                      "PULLY_ALLOWED_ORIGINS": app_url, "PULLY_PORT": str(args.pully_port),
                      "PULLY_HOST": "127.0.0.1"}  # fmt: skip
-        pully = subprocess.Popen([sys.executable, "-m", "pully_tornado", "serve"], env=pully_env)
+        # in the temp dir: its relationships.json (embedded mode) is this run's, not yours
+        pully = subprocess.Popen([sys.executable, "-m", "pully_tornado", "serve"], env=pully_env,
+                                 cwd=temp)  # fmt: skip
         procs.append(pully)
         pully_url = f"http://127.0.0.1:{args.pully_port}"
         wait_http(pully_url + "/healthz", pully, "pully serve")
+        # typing:* never stored: the example's channel options, pushed as a deploy would
+        push = ["relationships", "push", str(HERE / "relationships.json"), "--url", pully_url]
+        subprocess.run([sys.executable, "-m", "pully_tornado", *push], check=True)
         app_env = {**env, "PULLY_URL": pully_url, "PULLY_JWT_SECRET": secret,
                    "PULLY_WS_URLS": f"ws://127.0.0.1:{args.pully_port}/ws",
                    "APP_SECRET": secrets.token_urlsafe(32)}  # fmt: skip

@@ -3,10 +3,42 @@
 import sqlalchemy as sa
 from alembic import op
 
-from pully_tornado.consumers.outbox_schema import init_sql
-
 revision = "0001"
 down_revision = None
+
+# Pully's outbox, frozen as `pully outbox init` printed it when this migration was written (a
+# migration never imports code that may change; a test compares it with Pully's current SQL).
+PULLY_OUTBOX = """\
+CREATE TABLE IF NOT EXISTS pully_outbox (
+    id bigserial PRIMARY KEY,
+    channel text NOT NULL,
+    data jsonb NOT NULL,
+    idempotency_key text,
+    partition int NOT NULL DEFAULT 0,
+    created_at timestamptz DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS pully_outbox_partition_id ON pully_outbox (partition, id);
+CREATE TABLE IF NOT EXISTS pully_outbox_failed (
+    id bigint PRIMARY KEY,
+    channel text NOT NULL,
+    data jsonb NOT NULL,
+    idempotency_key text,
+    partition int NOT NULL,
+    created_at timestamptz,
+    failed_at timestamptz NOT NULL DEFAULT now(),
+    error text NOT NULL
+);
+CREATE OR REPLACE FUNCTION pully_outbox_notify() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('pully_outbox_insert', NEW.partition::text);
+    RETURN NULL;
+END
+$$;
+DROP TRIGGER IF EXISTS pully_outbox_notify ON pully_outbox;
+CREATE TRIGGER pully_outbox_notify AFTER INSERT ON pully_outbox
+    FOR EACH ROW EXECUTE FUNCTION pully_outbox_notify();
+"""
 
 
 def upgrade() -> None:
@@ -61,7 +93,7 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime, server_default=sa.func.now(), nullable=False),
         sa.CheckConstraint("(chat_id IS NULL) <> (recipient_id IS NULL)"),
     )
-    op.execute(init_sql("pully_outbox"))
+    op.execute(PULLY_OUTBOX)
 
 
 def downgrade() -> None:
