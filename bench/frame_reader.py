@@ -90,7 +90,7 @@ async def bench_consume(data: bytes, count: int, runs: int) -> float:
     best = float("inf")
     for _ in range(runs):
         start = time.perf_counter()
-        await protocol._consume(data)
+        protocol._consume(data)
         best = min(best, time.perf_counter() - start)
     return best / count
 

@@ -24,6 +24,7 @@ import enum
 from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
+from .deflate import Deflater
 from .protocol import Position, text_frame
 
 
@@ -31,6 +32,7 @@ class Conn(Protocol):
     """A client connection as the hub and node see it."""
 
     client_id: str
+    deflate: bool  # it negotiated permessage-deflate: compressed message frames are for it
 
     def write_frame(self, frame: bytes) -> None:
         """Queue one complete WebSocket frame; never raises, never blocks."""
@@ -82,7 +84,11 @@ class Channel:
 
 
 class Hub:
-    def __init__(self) -> None:
+    def __init__(self, compress_from: int | None = None) -> None:
+        """``compress_from``: with ``PULLY_COMPRESSION=on``, the payload size from which a
+        message is compressed (once) for the subscribers that negotiated it."""
+        self._compress_from = compress_from or 0
+        self._deflater = Deflater() if compress_from is not None else None
         self.channels: dict[str, Channel] = {}
         self._of: dict[Conn, set[str]] = {}  # each connection's channels, pending or live
         self.subscriptions = 0
@@ -236,7 +242,9 @@ class Hub:
         if ch.live:
             frame = text_frame(payload)
             self.deliveries += len(ch.live)
-            if ch.fresh:
+            if self._deflater is not None and len(payload) >= self._compress_from:
+                self._deliver_mixed(ch, offset, epoch, frame, payload)
+            elif ch.fresh:
                 self._deliver_fresh(ch, offset, epoch, frame)
             else:
                 for conn in ch.subscribers():
@@ -255,6 +263,28 @@ class Hub:
                     continue
                 del fresh[conn]
             conn.write_frame(frame)
+
+    def _deliver_mixed(
+        self, ch: Channel, offset: int, epoch: str, frame: bytes, payload: bytes
+    ) -> None:
+        """As :meth:`_deliver_fresh`, and the compressed frame, made once on first need, to
+        the subscribers that negotiated permessage-deflate."""
+        fresh = ch.fresh
+        compressed: bytes | None = None
+        for conn in ch.subscribers():
+            if fresh:
+                has = fresh.get(conn)
+                if has is not None:
+                    if has[0] == epoch and offset <= has[1]:
+                        continue
+                    del fresh[conn]
+            if conn.deflate:
+                if compressed is None:
+                    assert self._deflater is not None
+                    compressed = self._deflater.frame(payload) or frame
+                conn.write_frame(compressed)
+            else:
+                conn.write_frame(frame)
 
     def deliver_event(self, channel: str, payload: bytes) -> None:
         """Send a frame outside the offset sequence (``join``/``leave``) to live subscribers."""

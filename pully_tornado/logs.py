@@ -57,8 +57,15 @@ def log_request(handler: Any) -> None:
 
 
 def log_access(status: int, method: str, path: str, remote_ip: str, seconds: float) -> None:
-    """One access log line (also for requests answered before any handler saw them)."""
-    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    """One access log line (also for requests answered before any handler saw them).
+    WebSocket upgrades (101) are debug: the ``connect`` event records each connection, and a
+    reconnect storm would otherwise cost every connection a second line (~10 % of its CPU)."""
+    level = (
+        logging.DEBUG if status == 101 else logging.INFO if status < 400
+        else logging.WARNING if status < 500 else logging.ERROR
+    )  # fmt: skip
+    if not access_log.isEnabledFor(level):
+        return
     duration_ms = round(1000.0 * seconds, 2)
     access_log.log(
         level, "%d %s %s (%s) %.2fms", status, method, path, remote_ip, duration_ms,

@@ -46,7 +46,7 @@ class Node:
         self.settings = settings
         self.id = settings.node_id
         self._background = Background(logger)
-        self.hub = Hub()
+        self.hub = Hub(settings.compression_min_bytes if settings.compression else None)
         self.broker = broker if broker is not None else create_broker(settings)
         self.relationships = RelationshipsManager(
             store or create_store(settings, self.broker), self.id, self._send_relationships

@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from tornado.concurrent import future_set_exception_unless_cancelled
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 
@@ -125,3 +126,33 @@ def _rest_of_frame(frames: list[bytes], sent: int) -> int:
             break
         end += len(frame)
     return end - sent
+
+
+def drop_unsent(stream: IOStream) -> int:
+    """Drop the output ``stream`` holds that the kernel has not taken, except the rest of the
+    write the kernel took a part of: what the client receives stays whole frames. Writes whose
+    data is dropped fail with ``StreamClosedError``. Returns the number of bytes dropped.
+
+    Every write to a WebSocket's stream is whole frames (Tornado's frames, or the handler's
+    frames minus what it sent to the socket itself), so each ends where a frame ends, and the
+    stream keeps those ends, with the Future each resolves, in ``_write_futures``."""
+    sent = stream._total_write_done_index
+    futures = stream._write_futures
+    cut = next((end for end, _ in futures if end > sent), sent)
+    buffer = stream._write_buffer
+    assert len(buffer) == stream._total_write_index - sent
+    kept = bytearray()
+    while len(kept) < cut - sent:
+        with buffer.peek(cut - sent - len(kept)) as view:
+            kept += view
+            size = len(view)
+        buffer.advance(size)
+    dropped = len(buffer)
+    if dropped:
+        buffer.advance(dropped)
+    buffer.append(kept)
+    stream._total_write_index = cut
+    while futures and futures[-1][0] > cut:
+        _, future = futures.pop()
+        future_set_exception_unless_cancelled(future, StreamClosedError())
+    return dropped

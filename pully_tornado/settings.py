@@ -20,6 +20,7 @@ from typing import Any
 from . import config_values as values
 from .config_values import Option
 from .consumer_options import CONSUMER_OPTIONS
+from .deflate import COMPRESSION_OPTIONS
 from .errors import ConfigError
 from .hook_options import HOOK_OPTIONS, check_hook_settings
 from .limit_options import LIMIT_OPTIONS
@@ -206,6 +207,7 @@ OPTIONS: tuple[Option, ...] = (
         str(4 * MIB),
         "Outgoing bytes buffered for one client before it is dropped as a slow consumer.",
     ),
+    *COMPRESSION_OPTIONS,  # PULLY_COMPRESSION, PULLY_COMPRESSION_MIN_BYTES: deflate.py
     Option(
         "node_id",
         "PULLY_NODE_ID",
@@ -306,6 +308,8 @@ class Settings:
     ping_timeout: float = values.FROM_OPTIONS
     drain_timeout: float = values.FROM_OPTIONS
     max_buffer_bytes: int = values.FROM_OPTIONS
+    compression: bool = values.FROM_OPTIONS
+    compression_min_bytes: int = values.FROM_OPTIONS
     node_id: str = values.FROM_OPTIONS
     log_level: str = values.FROM_OPTIONS
     log_format: str = values.FROM_OPTIONS

@@ -3,9 +3,10 @@
 Tornado reads each WebSocket frame with two to four awaits (header, length, mask, payload),
 inside the request handler's coroutine, which stays suspended for the connection's whole life:
 about seven nested coroutine frames per idle client. :class:`ChunkedProtocol` keeps Tornado's
-handshake, writing and closing, and replaces the reading: one small task per connection reads
+handshake, writing and closing, and replaces the reading: a callback on each read Future takes
 whatever the socket has and parses every complete frame in it, so the request coroutine finishes
-right after ``open()`` and a burst of frames costs one read.
+right after ``open()``, an idle connection keeps no coroutine or task at all (about 2 KB less
+each, docs/performance.md), and a burst of frames costs one read.
 
 The reading is strict RFC 6455. A client that breaks it is sent a close frame with the code
 the RFC asks for, one info line is logged, and nothing more it sends is processed (section
@@ -13,18 +14,20 @@ the RFC asks for, one info line is logged, and nothing more it sends is processe
 wait (5 s) ends, then the connection is closed.
 
 ====  ======================================================================================
-1002  unmasked frame; reserved bits (no extension is ever negotiated); unknown opcode; control
+1002  unmasked frame; reserved bits (RSV1 alone is allowed on the first frame of a data message
+      when permessage-deflate was negotiated: :mod:`.deflate`); unknown opcode; control
       frame over 125 bytes or fragmented; continuation with nothing to continue; a new message
       inside a fragmented one; close frame with a 1-byte payload or a code section 7.4 does
       not allow
 1007  text message (checked once reassembled) or close reason that is not UTF-8
+1007  compressed message that is not deflate data
 1009  message past ``max_message_size``, counted over its fragments and checked from the frame
-      header, before the payload is buffered
+      header, before the payload is buffered; a compressed one inflating past it
 ====  ======================================================================================
 
 The slow-consumer close (:meth:`ChunkedProtocol.close_dropping_backlog`) drops the output the
 kernel has not taken yet, so the close frame is not stuck behind megabytes the client will never
-read, and cuts that output where a frame ends (:func:`drop_unsent`).
+read, and cuts that output where a frame ends (:func:`.outbox.drop_unsent`).
 
 Tornado internals used, read in Tornado 6.4 to 6.6 (importing this module fails on any other
 version, see ``CHECKED_TORNADO``):
@@ -36,28 +39,37 @@ version, see ``CHECKED_TORNADO``):
   (the close-wait timer), the counters ``_wire_bytes_in`` and ``_message_bytes_in``.
 - ``IOStream``: ``_write_buffer`` (its ``peek``, ``advance`` and ``append``),
   ``_write_futures``, ``_total_write_index``, ``_total_write_done_index``; only in
-  :func:`drop_unsent`. Tornado has no public way to take back queued output.
+  :func:`.outbox.drop_unsent`. Tornado has no public way to take back queued output.
 - ``tornado.util._websocket_mask``: the C unmasking Tornado itself uses.
 
-Tornado's own pinging (``websocket_ping_interval``) and compression are not supported with this
-protocol: the node's ``KeepAlive`` pings, and the handler offers no compression.
+Tornado's own pinging (``websocket_ping_interval``) and compression are not used with this
+protocol: the node's ``KeepAlive`` pings, and the node negotiates permessage-deflate itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import struct
+import zlib
 from asyncio import Future
 from typing import Any, Protocol, cast
 
 import tornado
-from tornado.concurrent import future_set_exception_unless_cancelled
 from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask
 from tornado.websocket import WebSocketProtocol13
 
+from .deflate import Agreement, Inflater, TooLarge
+from .outbox import drop_unsent
 from .protocol import CLOSE_INVALID_DATA, CLOSE_PROTOCOL_ERROR, CLOSE_TOO_BIG
+from .wsrules import (
+    DEFLATE_HEADER_ERRORS,
+    HEADER_ERRORS,
+    LONG,
+    SHORT,
+    ProtocolViolation,
+    allowed_close_code,
+)
 
 # The Tornado versions whose private members (listed in the docstring) this module was read
 # against; setup.cfg pins the same range.
@@ -72,45 +84,6 @@ if not CHECKED_TORNADO[0] <= tornado.version_info[:2] < CHECKED_TORNADO[1]:
 logger = logging.getLogger("pully.ws")
 
 READ_CHUNK = 65536
-YIELD_AFTER = 256 * 1024  # bytes parsed before letting other connections run
-
-_SHORT = struct.Struct("!H")
-_LONG = struct.Struct("!Q")
-# continuation, text, binary; close, ping, pong
-_OPCODES = frozenset({0x0, 0x1, 0x2, 0x8, 0x9, 0xA})
-
-
-def _header_error(first_byte: int) -> str | None:
-    """What is wrong with a client frame whose first byte is ``first_byte``, if anything."""
-    opcode = first_byte & WebSocketProtocol13.OPCODE_MASK
-    if first_byte & WebSocketProtocol13.RSV_MASK:
-        return "reserved bits set, and no extension was negotiated"
-    if opcode not in _OPCODES:
-        return f"unknown opcode {opcode:#x}"
-    if opcode & 0x8 and not first_byte & WebSocketProtocol13.FIN:
-        return "fragmented control frame"
-    return None
-
-
-# Every first byte checked once here: per frame the check is one lookup.
-_HEADER_ERRORS: tuple[str | None, ...] = tuple(_header_error(b) for b in range(256))
-
-
-def allowed_close_code(code: int) -> bool:
-    """May a client close with ``code``? RFC 6455 section 7.4 defines 1000-1003 and 1007-1011,
-    IANA has registered 1012-1014 since, 3000-4999 are for libraries and applications; 1004 is
-    reserved, 1005, 1006 and 1015 must never be sent, everything else is unassigned."""
-    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
-
-
-class ProtocolViolation(Exception):
-    """The client broke RFC 6455: it is sent a close frame with ``code`` and ``reason``, then
-    disconnected."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class _Owner(Protocol):
@@ -123,52 +96,103 @@ class _Owner(Protocol):
 
 
 class ChunkedProtocol(WebSocketProtocol13):
-    _buffer: bytes = b""
-    _reader: asyncio.Task[None] | None = None
+    # Slots: Tornado's own attributes fill the instance dict to the size at which it stays
+    # compact (about 30 keys); one more key there costs a connection 1.3 KB.
+    __slots__ = ("_buffer", "_ended", "_failing", "_fragments_compressed", "_header_errors",
+                 "_inflater")  # fmt: skip
+
+    def __init__(self, handler: Any, mask_outgoing: bool, params: Any) -> None:
+        super().__init__(handler, mask_outgoing, params)
+        self._buffer = b""  # the start of a frame not complete yet, or what waits for a handler
+        self._ended = False
+        self._failing: asyncio.Future[None] | None = None  # closing a client that broke the RFC
+        self._header_errors = HEADER_ERRORS
+        self._inflater: Inflater | None = None  # permessage-deflate negotiated
+        self._fragments_compressed = False
+
+    def accept_deflate(self, agreed: Agreement) -> None:
+        """The handshake agreed permessage-deflate: RSV1 marks compressed messages."""
+        self._inflater = agreed.inflater(self.params.max_message_size)
+        self._header_errors = DEFLATE_HEADER_ERRORS
 
     async def _receive_frame_loop(self) -> None:
-        """Hand reading over to a task of its own and return: the handshake's coroutine ends."""
-        self._reader = asyncio.ensure_future(self._read_forever())
+        """Start reading and return: the handshake's coroutine ends. Reading is callbacks on
+        the stream's read Futures, no task: an idle connection keeps no coroutine frames."""
+        self._read_next()
 
-    async def _read_forever(self) -> None:
-        """Read and handle frames until the connection ends, then close it and tell the
-        handler. Raises nothing but ``CancelledError``: a broken client is closed with the code
-        RFC 6455 asks for, and a bug is logged, never left in the task."""
+    def _read_next(self) -> None:
+        """Ask the stream for whatever the socket has; :meth:`_on_read` gets it."""
+        if self.client_terminated:
+            return self._end()
         try:
-            try:
-                await self._read_frames()
-            except ProtocolViolation as exc:
-                await self._fail(exc)
+            reading = cast("Future[bytes]", self.stream.read_bytes(READ_CHUNK, partial=True))
         except StreamClosedError:
-            pass
-        except asyncio.CancelledError:
-            self._abort()
-            raise
+            return self._end()
+        reading.add_done_callback(self._on_read)
+
+    def _on_read(self, reading: Future[bytes]) -> None:
+        if reading.cancelled():
+            return self._end()
+        error = reading.exception()
+        if error is not None:
+            if not isinstance(error, StreamClosedError):
+                logger.error("client %s: reading failed: %r", self._owner.client_id, error)
+            return self._end()
+        chunk = reading.result()
+        self._wire_bytes_in += len(chunk)
+        data = self._buffer + chunk if self._buffer else chunk
+        self._buffer = b""
+        self._parse(data)
+
+    def _parse(self, data: bytes) -> None:
+        """Handle the complete frames in ``data``, then read on; while a handler coroutine
+        runs, the rest waits (one message at a time, in order, as Tornado does). A broken
+        client is closed with the code RFC 6455 asks for; a bug is logged and ends the
+        connection."""
+        try:
+            running = self._consume(data)
+        except ProtocolViolation as exc:
+            self._failing = asyncio.ensure_future(self._fail_then_end(exc))
+            return None
         except Exception:
             logger.exception("client %s: the frame reader failed", self._owner.client_id)
-        finally:
-            self._abort()  # a no-op when the connection is closed already
-            try:
-                self.handler.on_ws_connection_close(self.close_code, self.close_reason)
-            except Exception:
-                logger.exception("client %s: closing failed", self._owner.client_id)
+            return self._end()
+        if running is not None:
+            running.add_done_callback(self._resume)
+        elif self.client_terminated:
+            self._end()
+        else:
+            self._read_next()
+        return None
+
+    def _resume(self, _: Future[Any]) -> None:
+        data, self._buffer = self._buffer, b""
+        self._parse(data)
+
+    def _end(self) -> None:
+        """The connection is over: close it and tell the handler, once."""
+        if self._ended:
+            return
+        self._ended = True
+        self._abort()  # a no-op when the connection is closed already
+        try:
+            self.handler.on_ws_connection_close(self.close_code, self.close_reason)
+        except Exception:
+            logger.exception("client %s: closing failed", self._owner.client_id)
 
     @property
     def _owner(self) -> _Owner:
         return cast(_Owner, self.handler)
 
-    async def _read_frames(self) -> None:
-        parsed = 0
-        while not self.client_terminated:
-            chunk = await self.stream.read_bytes(READ_CHUNK, partial=True)
-            self._wire_bytes_in += len(chunk)
-            data = self._buffer + chunk if self._buffer else chunk
-            self._buffer = b""
-            parsed += len(chunk)
-            await self._consume(data)
-            if parsed >= YIELD_AFTER:
-                parsed = 0
-                await asyncio.sleep(0)
+    async def _fail_then_end(self, exc: ProtocolViolation) -> None:
+        try:
+            await self._fail(exc)
+        except StreamClosedError:
+            pass
+        except Exception:
+            logger.exception("client %s: closing failed", self._owner.client_id)
+        finally:
+            self._end()
 
     async def _fail(self, exc: ProtocolViolation) -> None:
         """Close with the violation's code, then discard the client's input until it closes
@@ -189,9 +213,10 @@ class ChunkedProtocol(WebSocketProtocol13):
         self._owner.close(code, reason)
         self.close(code, reason)
 
-    async def _consume(self, data: bytes) -> None:
-        """Handle every complete frame in ``data``; keep the rest for the next read."""
-        header_errors = _HEADER_ERRORS
+    def _consume(self, data: bytes) -> Future[Any] | None:
+        """Handle the complete frames in ``data`` and keep the rest. Returns the Future of a
+        handler coroutine still running: the frames after its message wait for it."""
+        header_errors = self._header_errors
         max_size = self.params.max_message_size
         pos, end = 0, len(data)
         while not self.client_terminated:
@@ -210,12 +235,12 @@ class ChunkedProtocol(WebSocketProtocol13):
                 if length == 126:
                     if end - cursor < 2:
                         break
-                    (length,) = _SHORT.unpack_from(data, cursor)
+                    (length,) = SHORT.unpack_from(data, cursor)
                     cursor += 2
                 else:
                     if end - cursor < 8:
                         break
-                    (length,) = _LONG.unpack_from(data, cursor)
+                    (length,) = LONG.unpack_from(data, cursor)
                     cursor += 8
             # the size so far of the message this frame belongs to (a ping between two
             # fragments is not part of theirs)
@@ -228,13 +253,21 @@ class ChunkedProtocol(WebSocketProtocol13):
                 break
             pos = payload_start + length
             payload = _websocket_mask(data[cursor:payload_start], data[payload_start:pos])
-            message = self._assemble(header & 0x0F, header & 0x80, payload)
+            opcode = header & 0x0F
+            if header & 0xC0 == 0x40:  # the first fragment of a compressed message
+                self._fragments_compressed = True
+            message = self._assemble(opcode, header & 0x80, payload)
+            compressed = header & 0x40 or self._fragments_compressed
+            if message is not None and compressed and not opcode & 0x8:
+                message = self._inflate(*message)
             if message is not None:
                 handled = self._handle_message(*message)
-                if handled is not None:
-                    await handled  # one message at a time, in order, as Tornado does
+                if handled is not None and not handled.done():
+                    self._buffer = data[pos:]
+                    return handled
         if pos < end:
             self._buffer = data[pos:]
+        return None
 
     def _assemble(self, opcode: int, is_final: int, payload: bytes) -> tuple[int, bytes] | None:
         """A complete message (opcode, data), or None while fragments are still arriving."""
@@ -256,6 +289,17 @@ class ChunkedProtocol(WebSocketProtocol13):
             self._fragmented_message_buffer = bytearray(payload)
             return None
         return opcode, payload
+
+    def _inflate(self, opcode: int, data: bytes) -> tuple[int, bytes]:
+        """A compressed message (RSV1 on its first frame), inflated within the size limit."""
+        assert self._inflater is not None  # RSV1 is refused in the header otherwise
+        self._fragments_compressed = False
+        try:
+            return opcode, self._inflater.inflate(data)
+        except TooLarge:
+            raise ProtocolViolation(CLOSE_TOO_BIG, "message too big once inflated") from None
+        except zlib.error:
+            raise ProtocolViolation(CLOSE_INVALID_DATA, "compressed data is not deflate") from None
 
     def _handle_message(self, opcode: int, data: bytes) -> Future[Any] | None:
         """Dispatch one complete message; its Future if the handler's callback is a coroutine.
@@ -287,7 +331,7 @@ class ChunkedProtocol(WebSocketProtocol13):
         if len(data) == 1:
             raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, "close frame with a 1-byte payload")
         if data:
-            (code,) = _SHORT.unpack_from(data)
+            (code,) = SHORT.unpack_from(data)
             if not allowed_close_code(code):
                 raise ProtocolViolation(CLOSE_PROTOCOL_ERROR, f"close code {code} not allowed")
             if len(data) > 2:
@@ -332,36 +376,6 @@ class ChunkedProtocol(WebSocketProtocol13):
             io_loop = stream.io_loop
             self._waiting = io_loop.add_timeout(io_loop.time() + wait, self._abort)
         self.close(code, reason)
-
-
-def drop_unsent(stream: IOStream) -> int:
-    """Drop the output ``stream`` holds that the kernel has not taken, except the rest of the
-    write the kernel took a part of: what the client receives stays whole frames. Writes whose
-    data is dropped fail with ``StreamClosedError``. Returns the number of bytes dropped.
-
-    Every write to a WebSocket's stream is whole frames (Tornado's frames, or the handler's
-    frames minus what it sent to the socket itself), so each ends where a frame ends, and the
-    stream keeps those ends, with the Future each resolves, in ``_write_futures``."""
-    sent = stream._total_write_done_index
-    futures = stream._write_futures
-    cut = next((end for end, _ in futures if end > sent), sent)
-    buffer = stream._write_buffer
-    assert len(buffer) == stream._total_write_index - sent
-    kept = bytearray()
-    while len(kept) < cut - sent:
-        with buffer.peek(cut - sent - len(kept)) as view:
-            kept += view
-            size = len(view)
-        buffer.advance(size)
-    dropped = len(buffer)
-    if dropped:
-        buffer.advance(dropped)
-    buffer.append(kept)
-    stream._total_write_index = cut
-    while futures and futures[-1][0] > cut:
-        _, future = futures.pop()
-        future_set_exception_unless_cancelled(future, StreamClosedError())
-    return dropped
 
 
 def chunked_protocol(base: Any) -> ChunkedProtocol | None:

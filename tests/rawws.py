@@ -53,6 +53,7 @@ class Frame:
     fin: bool
     opcode: int
     payload: bytes
+    rsv1: bool = False  # a compressed message (permessage-deflate)
 
     @property
     def close_code(self) -> int | None:
@@ -68,7 +69,14 @@ class RawWebSocket:
     """One connection to ``/ws`` on ``port``, past the handshake (the welcome frame is left
     unread)."""
 
-    def __init__(self, port: int, *, rcvbuf: int | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int,
+        *,
+        rcvbuf: int | None = None,
+        timeout: float = 10.0,
+        extensions: str | None = None,
+    ) -> None:
         self.sock = socket.socket()
         if rcvbuf is not None:  # set before connecting, so the window stays that small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -76,9 +84,10 @@ class RawWebSocket:
         self.sock.settimeout(timeout)
         self.sock.connect(("127.0.0.1", port))
         key = base64.b64encode(os.urandom(16)).decode()
+        offer = f"Sec-WebSocket-Extensions: {extensions}\r\n" if extensions else ""
         self.sock.sendall(
             f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n{offer}"
             "Sec-WebSocket-Version: 13\r\n\r\n".encode()
         )
         head = b""
@@ -87,6 +96,7 @@ class RawWebSocket:
             assert byte, f"connection closed during the handshake: {head!r}"
             head += byte
         assert head.startswith(b"HTTP/1.1 101"), head
+        self.response_head = head.decode("latin-1")
         self._buffer = b""
 
     def send(self, data: bytes, *, chunk: int | None = None, pause: float = 0.0) -> None:
@@ -120,7 +130,7 @@ class RawWebSocket:
             (length,) = struct.unpack("!H", self._read(2))
         elif length == 127:
             (length,) = struct.unpack("!Q", self._read(8))
-        return Frame(bool(first & 0x80), first & 0x0F, self._read(length))
+        return Frame(bool(first & 0x80), first & 0x0F, self._read(length), bool(first & 0x40))
 
     def recv_json(self) -> dict[str, Any]:
         """The next text frame, decoded (pings and pongs in between are skipped)."""

@@ -18,8 +18,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tornado.iostream import IOStream, StreamClosedError
 
+from pully_tornado.outbox import drop_unsent
 from pully_tornado.protocol import text_frame
-from pully_tornado.wsframes import allowed_close_code, drop_unsent
+from pully_tornado.wsrules import allowed_close_code
 
 from .rawws import BINARY, CLOSE, PING, PONG, TEXT, Frame, RawWebSocket, close_payload, frame
 from .support import ROOT, PullyProcess, wait_for

@@ -86,7 +86,7 @@ class Connection:
             ws = await connect(
                 url,
                 additional_headers=headers,
-                compression=None,  # the node never negotiates it
+                compression=None,  # messages are small JSON: not worth inflating here
                 open_timeout=open_timeout,
                 ping_interval=ping_interval,
                 ping_timeout=ping_interval,
