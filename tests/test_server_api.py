@@ -242,3 +242,11 @@ async def test_what_is_not_a_call_gets_a_clear_error(base: str) -> None:
     assert status == 403 and reply["error"]["code"] == "forbidden"
     status, reply = await api(base, "info", {}, **{"Content-Type": "text/plain"})
     assert status == 415, reply
+
+
+@pytest.mark.gen_test
+async def test_an_empty_body_is_no_params_but_blanks_are_not_json(base: str) -> None:
+    status, reply = await api(base, "info", b"")
+    assert status == 200, reply
+    status, reply = await api(base, "channels", b" \n")
+    assert status == 400 and reply["error"]["code"] == "bad_request", reply

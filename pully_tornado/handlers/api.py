@@ -1,6 +1,7 @@
 """``POST /api/<method>``: the server API (docs/server-api.md), admin only.
 
-The body is the method's params (a JSON object; ``{}`` or empty for none). The reply is
+The body is the method's params (a JSON object; ``{}`` or an empty body for none; blanks alone
+are not JSON: 400). The reply is
 ``{"result": ...}`` with 200, or ``{"error": {"code", "message", "problems"?}}`` with the
 error's HTTP status (404 for an unknown method, 400 listing every invalid param).
 """
@@ -34,7 +35,7 @@ class ApiHandler(JsonHandler):
         self.require_admin()
         method = self.method or self.request.path.removeprefix("/api/")
         params: Any = {}
-        if self.request.body.strip():
+        if self.request.body:  # empty: no params; anything else must be a JSON object
             params = self.json_body(self.node.settings.max_message_bytes + EXTRA_BYTES)
             protocol.check_exact_numbers(self.request.body, None)
         result = await self.node.api.call(method, params)
