@@ -7,6 +7,9 @@ RSV1 where it cannot be 1002; the node keeps serving."""
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 import zlib
 from collections.abc import Iterator
 
@@ -17,7 +20,7 @@ import tornado.websocket
 from pully_tornado.deflate import negotiate
 
 from .rawws import CLOSE, PING, TEXT, RawWebSocket, frame
-from .support import PullyProcess
+from .support import ROOT, PullyProcess
 
 CAP = 65536  # the node's PULLY_MAX_FRAME_BYTES and PULLY_MAX_MESSAGE_BYTES
 OFFER = "permessage-deflate; client_max_window_bits"  # what browsers and `ws` offer
@@ -202,3 +205,14 @@ def test_off_by_default_no_extension_is_answered(tmp_path_factory: pytest.TempPa
         client.close()
     finally:
         proc.stop()
+
+
+def test_the_docs_handshake_example_runs_as_written(node: PullyProcess) -> None:
+    text = (ROOT / "docs" / "protocol.md").read_text()
+    example = r"<!-- example: compression-handshake -->\n```python\n(.*?)```"
+    [block] = re.findall(example, text, re.S)
+    code, _, expected = block.rstrip("\n").rpartition("\n# ")  # the last line: what it prints
+    code = code.replace("ws://localhost:8080/ws", node.ws_url)
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == expected.strip()
