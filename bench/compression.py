@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import shlex
 import statistics
 import subprocess
 import sys
@@ -22,9 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .procs import free_port
 from .report import update_section
-from .shared import prepare_copy
+from .shared import harness_env, prepare_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 # label, harness peer, extra environment, whether the clients offer permessage-deflate
@@ -37,15 +34,9 @@ CONFIGS: tuple[tuple[str, str, dict[str, str], bool], ...] = (
 
 
 def run_one(work: Path, peer: str, env_extra: dict[str, str], deflate: bool, payload: int) -> Any:
-    python = shlex.quote(sys.executable)
-    env = dict(os.environ)
+    env = harness_env(quick=False)
     env.update(env_extra)
-    env.update(
-        PULLY_CMD=f"{python} -m pully_tornado serve --host 127.0.0.1 --publish-rate 0 "
-        "--port {port} --redis-url {redis}",
-        REDIS_PORT=str(free_port()), PORT_A=str(free_port()), PORT_B=str(free_port()),
-        QUICK="0", GEN_ARGS=f"--payload {payload}" + (" --deflate 1" if deflate else ""),
-    )  # fmt: skip
+    env["GEN_ARGS"] = f"--payload {payload}" + (" --deflate 1" if deflate else "")
     results = work / "results" / f"{peer}.jsonl"
     before = results.read_text().count("\n") if results.exists() else 0
     subprocess.run(["bash", str(work / "run.sh"), peer, "fanout-1k"], cwd=work, env=env,

@@ -85,25 +85,30 @@ def prepare_copy(shared: Path, work: Path, peers: list[str]) -> Path:
     return work
 
 
+def harness_env(quick: bool) -> dict[str, str]:
+    """This process's environment for ``run.sh``: ``PULLY_CMD`` running this checkout's Pully
+    (the harness fills in ``{port}`` and ``{redis}``), free ports, ``QUICK``."""
+    python = shlex.quote(sys.executable)
+    env = dict(os.environ)
+    env.update(
+        PULLY_CMD=f"{python} -m pully_tornado serve --host 127.0.0.1 --publish-rate 0 "
+        "--port {port} --redis-url {redis}",
+        REDIS_PORT=str(free_port()),
+        PORT_A=str(free_port()),
+        PORT_B=str(free_port()),
+        QUICK="1" if quick else "0",
+    )
+    return env
+
+
 def run_shared(opts: argparse.Namespace, root: Path, docs: Path) -> int:
     """Run ``run.sh PEERS [SCENARIOS]`` on the harness copy and write the table into docs."""
     shared = opts.shared_dir.resolve()
     peers = [*ALL_PEERS, "floor-node"] if opts.shared == "all" else opts.shared.split(",")
     scenarios = ",".join(opts.scenarios) if opts.scenarios else "all"
     work = prepare_copy(shared, opts.tmp_dir / "shared-harness", peers)
-    python = shlex.quote(sys.executable)
-    pully_cmd = (
-        f"{python} -m pully_tornado serve --host 127.0.0.1 --publish-rate 0 "
-        "--port {port} --redis-url {redis}"
-    )
-    env = dict(os.environ)
-    env.update(
-        PULLY_CMD=pully_cmd,
-        REDIS_PORT=str(free_port()),
-        PORT_A=str(free_port()),
-        PORT_B=str(free_port()),
-        QUICK="1" if opts.quick else "0",
-    )
+    env = harness_env(opts.quick)
+    pully_cmd = env["PULLY_CMD"]
     n_scen = 8 if scenarios == "all" else len(opts.scenarios)
     timeout = 120 + SCENARIO_SECONDS * n_scen * len(peers)
     pully_log = work / "results" / "pully.jsonl"

@@ -242,10 +242,9 @@ class Hub:
         if ch.live:
             frame = text_frame(payload)
             self.deliveries += len(ch.live)
-            if self._deflater is not None and len(payload) >= self._compress_from:
-                self._deliver_mixed(ch, offset, epoch, frame, payload)
-            elif ch.fresh:
-                self._deliver_fresh(ch, offset, epoch, frame)
+            compress = self._deflater is not None and len(payload) >= self._compress_from
+            if compress or ch.fresh:
+                self._deliver_each(ch, offset, epoch, frame, payload if compress else None)
             else:
                 for conn in ch.subscribers():
                     conn.write_frame(frame)
@@ -253,22 +252,13 @@ class Hub:
             for backlog in ch.pending.values():
                 backlog.append((offset, epoch, payload))
 
-    @staticmethod
-    def _deliver_fresh(ch: Channel, offset: int, epoch: str, frame: bytes) -> None:
-        fresh = ch.fresh
-        for conn in ch.subscribers():
-            has = fresh.get(conn)
-            if has is not None:
-                if has[0] == epoch and offset <= has[1]:
-                    continue
-                del fresh[conn]
-            conn.write_frame(frame)
-
-    def _deliver_mixed(
-        self, ch: Channel, offset: int, epoch: str, frame: bytes, payload: bytes
+    def _deliver_each(
+        self, ch: Channel, offset: int, epoch: str, frame: bytes, compress: bytes | None
     ) -> None:
-        """As :meth:`_deliver_fresh`, and the compressed frame, made once on first need, to
-        the subscribers that negotiated permessage-deflate."""
+        """The frame to each live subscriber that does not have it yet (``ch.fresh``: those
+        that recovered past it); with ``compress`` (the payload, when compression is on and it
+        is large enough), the compressed frame, made once on first need, to the subscribers
+        that negotiated permessage-deflate."""
         fresh = ch.fresh
         compressed: bytes | None = None
         for conn in ch.subscribers():
@@ -278,10 +268,10 @@ class Hub:
                     if has[0] == epoch and offset <= has[1]:
                         continue
                     del fresh[conn]
-            if conn.deflate:
+            if compress is not None and conn.deflate:
                 if compressed is None:
                     assert self._deflater is not None
-                    compressed = self._deflater.frame(payload) or frame
+                    compressed = self._deflater.frame(compress) or frame
                 conn.write_frame(compressed)
             else:
                 conn.write_frame(frame)

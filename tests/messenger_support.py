@@ -99,7 +99,7 @@ def messenger(workdir: Path, redis_url: str | None = None, nodes: int = 1) -> It
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(lambda: _answers(url, app), 20, what=f"the app\n{_tail(workdir)}")
+            wait_for(lambda: app_answers(url, app), 20, what=f"the app\n{_tail(workdir)}")
             running = Messenger(url, node, dsn, started)
             yield running
             for client in running.clients:
@@ -112,7 +112,8 @@ def messenger(workdir: Path, redis_url: str | None = None, nodes: int = 1) -> It
                 each.stop()
 
 
-def _answers(url: str, app: subprocess.Popen[bytes]) -> bool:
+def app_answers(url: str, app: subprocess.Popen[bytes]) -> bool:
+    """The app at ``url`` answers /health (and has not exited)."""
     assert app.poll() is None, "the app exited"
     try:
         with urllib.request.urlopen(url + "/health", timeout=2) as response:

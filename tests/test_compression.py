@@ -19,8 +19,9 @@ import tornado.websocket
 
 from pully_tornado.deflate import negotiate
 
-from .rawws import CLOSE, PING, TEXT, RawWebSocket, frame
+from .rawws import PING, TEXT, RawWebSocket, frame
 from .support import ROOT, PullyProcess
+from .test_framing import closed_with, connect
 
 CAP = 65536  # the node's PULLY_MAX_FRAME_BYTES and PULLY_MAX_MESSAGE_BYTES
 OFFER = "permessage-deflate; client_max_window_bits"  # what browsers and `ws` offer
@@ -75,8 +76,7 @@ def healthy(node: PullyProcess) -> Iterator[PullyProcess]:
 
 
 def subscriber(node: PullyProcess, channel: str, offer: str | None = OFFER) -> RawWebSocket:
-    client = RawWebSocket(node.port, extensions=offer)
-    assert client.recv_json()["type"] == "welcome"
+    client = connect(node, offer)
     client.send_json({"type": "subscribe", "channel": channel, "id": "s"})
     assert client.recv_json()["type"] == "subscribed"
     return client
@@ -131,8 +131,7 @@ def test_one_compressed_frame_per_message_for_every_subscriber_that_asked(
 
 
 def test_compressed_client_messages_are_read(healthy: PullyProcess) -> None:
-    client = RawWebSocket(healthy.port, extensions=OFFER)
-    assert client.recv_json()["type"] == "welcome"
+    client = connect(healthy, OFFER)
     kept = zlib.compressobj(6, zlib.DEFLATED, -10)  # the client takes its context over
     for n in range(3):
         message = orjson.dumps({"type": "ping", "id": f"c{n}", "pad": "abc" * 100})
@@ -148,20 +147,10 @@ def test_compressed_client_messages_are_read(healthy: PullyProcess) -> None:
     client.close()
 
 
-def closed_with(node: PullyProcess, data: bytes, offer: str | None = OFFER) -> int | None:
-    client = RawWebSocket(node.port, extensions=offer)
-    assert client.recv_json()["type"] == "welcome"
-    client.send(data)
-    closing, _ = client.until_close()
-    client.close()
-    assert closing.opcode == CLOSE
-    return closing.close_code
-
-
 def test_a_message_inflating_past_the_limit_is_closed_1009(healthy: PullyProcess) -> None:
     bomb = deflate(orjson.dumps({"type": "ping", "id": "b", "pad": "a" * (4 * CAP)}))
     assert len(bomb) < 1000  # small on the wire, four times the limit inflated
-    assert closed_with(healthy, frame(TEXT, bomb, rsv=4)) == 1009
+    assert closed_with(healthy, frame(TEXT, bomb, rsv=4), extensions=OFFER).close_code == 1009
 
 
 @pytest.mark.parametrize(
@@ -178,7 +167,7 @@ def test_a_message_inflating_past_the_limit_is_closed_1009(healthy: PullyProcess
 def test_rsv1_where_it_cannot_be_and_broken_data(
     healthy: PullyProcess, data: bytes, offer: str | None, code: int
 ) -> None:
-    assert closed_with(healthy, data, offer) == code
+    assert closed_with(healthy, data, extensions=offer).close_code == code
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -42,15 +42,15 @@ def instructions(dockerfile: Path = ROOT / "Dockerfile") -> list[tuple[str, str]
     return out
 
 
-def one(name: str) -> str:
-    found = [args for word, args in instructions() if word == name]
-    assert found, f"no {name} in the Dockerfile"
+def one(name: str, dockerfile: Path = ROOT / "Dockerfile") -> str:
+    found = [args for word, args in instructions(dockerfile) if word == name]
+    assert found, f"no {name} in {dockerfile}"
     return found[-1]
 
 
-def exec_form(name: str) -> list[str]:
+def exec_form(name: str, dockerfile: Path = ROOT / "Dockerfile") -> list[str]:
     """An ENTRYPOINT/CMD/HEALTHCHECK CMD in exec (JSON) form: SIGTERM reaches the process."""
-    args = one(name)
+    args = one(name, dockerfile)
     if name == "HEALTHCHECK":
         args = args[args.index("CMD ") + 4 :]
     value = json.loads(args)

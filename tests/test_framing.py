@@ -42,8 +42,8 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PullyProcess]:
     proc.stop()
 
 
-def connect(node: PullyProcess) -> RawWebSocket:
-    client = RawWebSocket(node.port)
+def connect(node: PullyProcess, extensions: str | None = None) -> RawWebSocket:
+    client = RawWebSocket(node.port, extensions=extensions)
     assert client.recv_json()["type"] == "welcome"
     return client
 
@@ -69,10 +69,12 @@ def healthy(node: PullyProcess) -> Iterator[PullyProcess]:
     assert_serving(node)
 
 
-def closed_with(node: PullyProcess, data: bytes, chunk: int | None = None) -> Frame:
-    """Send ``data``; return the server's close frame, after checking that the server closes
-    the connection once the client does."""
-    client = connect(node)
+def closed_with(
+    node: PullyProcess, data: bytes, chunk: int | None = None, extensions: str | None = None
+) -> Frame:
+    """Send ``data`` (on a connection that offered ``extensions``); return the server's close
+    frame, after checking that the server closes the connection once the client does."""
+    client = connect(node, extensions)
     try:
         client.send(data, chunk=chunk)
         closing, _ = client.until_close()

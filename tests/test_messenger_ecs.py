@@ -12,16 +12,15 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from .aws_support import Aws, aws, moto_url  # noqa: F401 - fixtures
-from .messenger_support import APP, SECRET, Messenger, messenger
+from .messenger_support import APP, SECRET, Messenger, app_answers, messenger
 from .support import free_port, wait_for
-from .test_deploy_docker import HADOLINT, instructions
+from .test_deploy_docker import HADOLINT, exec_form, instructions, one
 
 pytestmark = pytest.mark.slow
 TEMPLATE = APP / "ecs" / "task-definition.json"
@@ -73,8 +72,9 @@ def test_the_dockerfile_passes_hadolint() -> None:
 def test_the_image_runs_the_task_definitions_command_from_its_own_files(
     app: Messenger, tmp_path: Path
 ) -> None:
-    steps = instructions(APP / "Dockerfile")
-    [workdir] = [args for word, args in steps if word == "WORKDIR"]
+    dockerfile = APP / "Dockerfile"
+    steps = instructions(dockerfile)
+    workdir = one("WORKDIR", dockerfile)
     root = tmp_path / workdir.lstrip("/")
     root.mkdir(parents=True)
     for word, args in steps:  # what the image holds in its WORKDIR, nothing else
@@ -85,9 +85,7 @@ def test_the_image_runs_the_task_definitions_command_from_its_own_files(
             target = root / dest / source if dest == "./" else root / dest
             copy = shutil.copytree if (APP / source).is_dir() else shutil.copy
             copy(APP / source, target)
-    [cmd] = [json.loads(args) for word, args in steps if word == "CMD"]
-    [health] = [json.loads(args[args.index("CMD ") + 4 :]) for word, args in steps
-                if word == "HEALTHCHECK"]  # fmt: skip
+    cmd, health = exec_form("CMD", dockerfile), exec_form("HEALTHCHECK", dockerfile)
     container = json.loads((APP / "ecs" / "task-definition.json").read_text())
     [definition] = container["containerDefinitions"]
     assert cmd == definition["command"]
@@ -102,16 +100,8 @@ def test_the_image_runs_the_task_definitions_command_from_its_own_files(
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
-
-        def up() -> bool:
-            assert proc.poll() is None, log.read_text()
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    return True
-            except OSError:
-                return False
-
-        wait_for(up, 20, what="the image's command")
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: app_answers(url, proc), 20, what=f"the image's command (log: {log})")
         assert subprocess.run([sys.executable, *health[1:]], env={"PORT": str(port)},
                               timeout=10).returncode == 0  # fmt: skip
     finally:
